@@ -1,0 +1,55 @@
+"""Execute every notebook ONCE (papermill, tiny defaults) and render the book from the copies.
+
+Run alone with `pytest -m notebooks`, or skip with `-m "not notebooks"` for a quick unit run.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+pytestmark = pytest.mark.notebooks
+
+_spec = importlib.util.spec_from_file_location("aef_book_tool", ROOT / "tools" / "book.py")
+book = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(book)
+_results: dict[str, bool] = {}
+
+
+@pytest.mark.parametrize("py", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_executes(py):
+    """Each notebook runs end to end with its default parameters; its asserts are the checks."""
+    _results[py.stem] = False
+    book.execute_one(py, {})
+    _results[py.stem] = True
+
+
+def test_book_builds_from_the_executed_notebooks():
+    """Jupyter Book 1 renders with -W (warnings are errors), offline, from the executed copies."""
+    if len(_results) != len(NOTEBOOKS) or not all(_results.values()):
+        pytest.skip("not every notebook executed in this session (see their failures)")
+    book.cmd_build()
+    html = ROOT / "_build" / "_build" / "html"
+    for py in NOTEBOOKS:
+        page = html / "notebooks" / f"{py.stem}.html"
+        assert page.exists(), page
+        assert "<img" in page.read_text(), f"{py.stem} renders no figure"
+    assert "brown2025alphaearth" in (html / "book" / "intro.html").read_text() or \
+        "Brown" in (html / "book" / "intro.html").read_text()
+
+
+def test_nbval_runs_a_committed_notebook():
+    """The committed, output-free .ipynb files are what nbval runs (one, to keep CI short)."""
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+         "--nbval-current-env", "-o", "addopts=", "notebooks/01_conventions.ipynb"],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "MPLBACKEND": "Agg"},
+    )
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert " passed" in res.stdout

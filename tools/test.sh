@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The tests: install into .venv, then pytest (unit tests, export/pair checks, every notebook
+# executed once with papermill, the book rendered from those executed copies).
+#   bash tools/test.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/setup_venv.sh
+.venv/bin/python -m pytest "$@"
