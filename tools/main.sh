@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup_venv.sh
-.venv/bin/python tools/book.py all "$@"
+"${AEF_VENV:-.venv}/bin/python" tools/book.py all "$@"

@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup_venv.sh
-.venv/bin/python -m pytest "$@"
+"${AEF_VENV:-.venv}/bin/python" -m pytest "$@"
