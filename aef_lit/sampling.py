@@ -1,0 +1,180 @@
+# generated from notebooks/20_sampling.py by tools/nb_export.py: do not edit.
+# Edit the notebook, then run `python tools/nb_export.py`.
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from aef_lit.conventions import DEM, LANDCOVER, SourceSpec, find_eo_real
+from aef_lit import data as _data
+from aef_lit.data import Sample, SourceFrames
+
+log = logging.getLogger("aef_lit.sampling")
+
+GREENEARTHNET_SITES = ("portugal", "hungary", "sweden")
+TIMELESS = ("static", "categorical")
+
+
+def load_sites(data: str = "auto", sites: Sequence[str] = ("portugal", "hungary"), seed: int = 0,
+               synthetic_size: int = 96) -> list[Sample]:
+    """The whole-site `Sample`s a run trains on (see the chapter for the `data` values)."""
+    if data == "auto":
+        data = "greenearthnet" if find_eo_real(required=False) is not None else "synthetic"
+        if data == "synthetic":
+            log.warning("eo_real/ not found: training on synthetic cubes (set $AEF_EO_REAL)")
+    if data == "greenearthnet":
+        return [_data.load_greenearthnet_minicube(s) for s in sites]
+    if data == "greenearthnet_geotiff":
+        return [_data.load_greenearthnet_geotiffs(s) for s in sites]
+    if data == "worldcereal":
+        return [_data.load_worldcereal_belgium()]
+    if data == "synthetic":
+        specs = (_data.GREENEARTHNET_S2, DEM, LANDCOVER)
+        return [_data.synthetic_sample(specs, height=synthetic_size, width=synthetic_size, seed=seed + i,
+                                       n_frames={"s2": 24}, site=f"synthetic_{name}")
+                for i, name in enumerate(sites or ("a", "b"))]
+    raise ValueError(f"unknown data {data!r}: auto, greenearthnet, greenearthnet_geotiff, worldcereal, synthetic")
+
+
+def row_generator(seed: int, key: int) -> np.random.Generator:
+    """The generator of training row `key`: a pure function of (seed, key)."""
+    h = hashlib.blake2b(f"aef-row/{seed}/{key}".encode(), digest_size=8).digest()
+    return np.random.default_rng(int.from_bytes(h, "little"))
+
+
+def _window(fr: SourceFrames, r: int, c: int, L: int, index: np.ndarray) -> SourceFrames:
+    """Frames `index` of `fr`, cropped to the L x L window at (r, c)."""
+    meta = None if fr.meta is None else fr.meta[index]
+    return SourceFrames(fr.values[index][:, :, r:r + L, c:c + L], fr.times[index],
+                        fr.valid[index][:, r:r + L, c:c + L], meta, fr.name)
+
+
+def cut_row(sample: Sample, rng: np.random.Generator, tile: int, frames: int,
+            min_span_days: float = 60.0, min_valid: float = 0.05, tries: int = 20) -> Sample:
+    """A random L x L window of `sample`, with a random sub-sequence of each input source.
+
+    Input sources: frames inside a random support window (at least `min_span_days`, at
+    most the whole series) with at least `min_valid` clear pixels in the crop; at most
+    `frames` of them, chosen at random and kept in time order. Timeless sources keep their
+    single frame. Raises if no window of the sample works in `tries` draws.
+    """
+    H, W = sample.grid.shape
+    if H < tile or W < tile:
+        raise ValueError(f"{sample.site} is {H} x {W} pixels, smaller than the tile {tile}")
+    for _ in range(tries):
+        r, c = int(rng.integers(0, H - tile + 1)), int(rng.integers(0, W - tile + 1))
+        out: dict[str, SourceFrames] = {}
+        for name, fr in sample.sources.items():
+            spec = sample.specs[name]
+            clear = fr.valid[:, r:r + tile, c:c + tile].mean(axis=(1, 2))
+            if spec.modality in TIMELESS:
+                if clear[0] > 0:
+                    out[name] = _window(fr, r, c, tile, np.array([0]))
+                continue
+            t = fr.times
+            span = float(t[-1] - t[0])
+            length = span if span <= min_span_days else float(rng.uniform(min_span_days, span))
+            t0 = t[0] + float(rng.uniform(0.0, span - length))
+            inside = np.flatnonzero((t >= t0) & (t <= t0 + length) & (clear >= min_valid))
+            if inside.size == 0:
+                continue
+            pick = np.sort(rng.choice(inside, size=min(frames, inside.size), replace=False))
+            out[name] = _window(fr, r, c, tile, pick)
+        if len(out) == len(sample.sources):
+            grid = sample.grid.crop(r, c, tile, tile)
+            return Sample(sample.site, grid, out, dict(sample.specs), labels={"row": r, "col": c,
+                          "site": sample.site}, captions=sample.captions)
+    raise RuntimeError(f"no usable {tile} x {tile} window in {sample.site} after {tries} draws")
+
+
+class TileDataset(Dataset):
+    """Row key -> a cropped training `Sample`; `collate` makes the padded batch.
+
+    Args:
+        samples: the whole training sites (they must share their sources).
+        tile: L; frames: frames per input source; seed: the stream's seed.
+        stats: normalisation statistics (chapter 3); fitted on `samples` if None.
+    """
+
+    def __init__(self, samples: Sequence[Sample], tile: int = 32, frames: int = 8, seed: int = 0,
+                 min_span_days: float = 60.0, min_valid: float = 0.05, stats=None):
+        from aef_lit.preprocess import fit_stats
+
+        self.samples = list(samples)
+        names = [set(s.sources) for s in self.samples]
+        if any(n != names[0] for n in names):
+            raise ValueError(f"training sites must share their sources, got {[sorted(n) for n in names]}")
+        self.specs: tuple[SourceSpec, ...] = _data.model_sources(self.samples)
+        self.tile, self.frames, self.seed = tile, frames, seed
+        self.min_span_days, self.min_valid = min_span_days, min_valid
+        self.stats = fit_stats(self.samples) if stats is None else stats
+
+    def __len__(self) -> int:  # a virtual, unbounded dataset; len() for tools that ask
+        return 2**62
+
+    def __getitem__(self, key: int) -> Sample:
+        rng = row_generator(self.seed, int(key))
+        sample = self.samples[int(rng.integers(len(self.samples)))]
+        return cut_row(sample, rng, self.tile, self.frames, self.min_span_days, self.min_valid)
+
+    @property
+    def frames_per_source(self) -> dict[str, int]:
+        return {s.name: (self.frames if s.role == "input" else 1) for s in self.specs}
+
+    def collate(self, rows: Sequence[Sample]):
+        """Rows -> a padded, normalised batch (source name -> SourceBatch)."""
+        from aef_lit.preprocess import collate
+
+        return collate(list(rows), self.specs, self.frames_per_source, self.stats)
+
+
+class TileBatchSampler(Sampler):
+    """Endless micro-batches of row keys, sharded by rank, starting at micro-batch `start`."""
+
+    def __init__(self, batch_size: int, start: int = 0, rank: int = 0, world_size: int = 1):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world size {world_size}")
+        self.batch_size, self.start, self.rank, self.world_size = batch_size, start, rank, world_size
+
+    def keys(self, micro: int) -> list[int]:
+        first = (micro * self.world_size + self.rank) * self.batch_size
+        return list(range(first, first + self.batch_size))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        m = self.start
+        while True:
+            yield self.keys(m)
+            m += 1
+
+
+def tile_stream(ds: TileDataset, batch_size: int, start: int = 0, rank: int = 0, world_size: int = 1,
+                workers: int = 0) -> Iterator:
+    """An endless iterator of collated micro-batches from micro-batch `start` on."""
+    loader = DataLoader(ds, batch_sampler=TileBatchSampler(batch_size, start, rank, world_size),
+                        collate_fn=ds.collate, num_workers=workers, persistent_workers=workers > 0,
+                        prefetch_factor=2 if workers > 0 else None)
+    return iter(loader)
+
+
+def training_dataset(data: str = "auto", sites: Sequence[str] = ("portugal", "hungary"), tile: int = 32,
+                     frames: int = 8, seed: int = 0, min_span_days: float = 60.0, stats=None) -> TileDataset:
+    """`load_sites` + `TileDataset` in one call (what chapter 21's trainer uses)."""
+    return TileDataset(load_sites(data, sites, seed=seed), tile=tile, frames=frames, seed=seed,
+                       min_span_days=min_span_days, stats=stats)
+
+
+def random_period(t: np.ndarray | torch.Tensor, rng: np.random.Generator, min_days: float = 4.0
+                  ) -> tuple[float, float]:
+    """A random valid period [t_s, t_e) inside the span of times `t`, longer than `min_days`."""
+    t = np.asarray(t, dtype=np.float64)
+    lo, hi = float(t.min()), float(t.max()) + 1.0
+    length = float(rng.uniform(min(min_days + 1e-3, hi - lo), hi - lo))
+    start = float(rng.uniform(lo, hi - length))
+    return start, start + length

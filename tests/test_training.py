@@ -1,0 +1,268 @@
+"""Tests of aef_lit.training: schedule, config/CLI, checkpoints, resume, NaN guard, DDP, kill/resume."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from aef_lit.conventions import get_config
+from aef_lit.training import (
+    CHECKPOINT, METRICS, MetricsLog, NonFiniteLossError, TrainConfig, build_parser, config_from_args,
+    load_checkpoint, lr_at, model_config_from_json, model_config_to_json, read_metrics, save_checkpoint,
+    step_generator, train, warmup_steps,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- the schedule (AEF_NOTES §8; the port's constant learning rate, §12) --------------------------
+def test_schedule_shape():
+    N, peak = 100_000, 1e-4
+    assert lr_at(0, N, peak, 0.01) == 0.0
+    assert lr_at(N, N, peak, 0.01) == 0.0
+    assert lr_at(1000, N, peak, 0.01) == peak
+    assert lr_at(500, N, peak, 0.01) == pytest.approx(peak / 2)
+    assert lr_at(50_500, N, peak, 0.01) == pytest.approx(peak / 2)
+    lrs = [lr_at(s, 300, 1.0, 0.01) for s in range(301)]
+    assert max(lrs) == 1.0 and lrs.index(1.0) == warmup_steps(300, 0.01) == 3
+    assert len(set(lrs)) > 100, "not constant"
+
+
+# --- config, files, CLI -------------------------------------------------------------------------
+def test_config_roundtrip_and_refusals(tmp_path):
+    cfg = TrainConfig(steps=10, sites=("sweden",), lr=3e-4)
+    assert TrainConfig.from_dict(json.loads(cfg.to_json())) == cfg
+    (tmp_path / "a.yaml").write_text("steps: 5\nsites: [portugal]\nlr: 0.001\n")
+    assert TrainConfig.from_file(tmp_path / "a.yaml", steps=7) == TrainConfig(steps=7, sites=("portugal",), lr=1e-3)
+    with pytest.raises(TypeError, match="unknown TrainConfig fields"):
+        TrainConfig.from_dict({"stepz": 3})
+    with pytest.raises(ValueError, match="checkpoint every step"):
+        TrainConfig(checkpoint_every=0)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        TrainConfig(tile=20)
+
+
+def test_cli_flags_override_file(tmp_path):
+    (tmp_path / "run.json").write_text(json.dumps({"steps": 5, "batch_size": 3, "bf16": True}))
+    cfg, _ = config_from_args(["--config", str(tmp_path / "run.json"), "--steps", "9", "--no-bf16",
+                               "--grad_accum", "2", "--sites", "portugal", "sweden"])
+    assert cfg == TrainConfig(steps=9, batch_size=3, bf16=False, grad_accum=2, sites=("portugal", "sweden"))
+    assert "--checkpoint-every" in build_parser().format_help()
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+def _net_and_opt():
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    opt = torch.optim.Adam(net.parameters())
+    net(torch.randn(2, 3)).sum().backward()
+    opt.step()
+    return net, opt
+
+
+def test_checkpoint_weights_only_and_atomic(tmp_path, monkeypatch):
+    net, opt = _net_and_opt()
+    cfg = TrainConfig()
+    p = save_checkpoint(tmp_path / CHECKPOINT, net, opt, 5, cfg, get_config("tiny"))
+    ck = torch.load(p, weights_only=True)  # no arbitrary code on load
+    assert ck["step"] == 5 and ck["data"]["next_step"] == 5
+    assert model_config_from_json(ck["model_config"]) == get_config("tiny")
+    assert not list(tmp_path.glob("*.tmp"))
+    before = p.read_bytes()
+
+    def boom(*a, **k):  # a crash in the middle of writing
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(p, net, opt, 6, cfg)
+    assert p.read_bytes() == before, "the previous checkpoint survives a crash during the write"
+    assert load_checkpoint(p)["step"] == 5
+
+
+def test_model_config_json_roundtrip():
+    for name in ("tiny", "small", "paper"):
+        cfg = get_config(name)
+        assert model_config_from_json(model_config_to_json(cfg)) == cfg
+
+
+def test_metrics_log_drops_cut_rows_and_rows_after_resume(tmp_path):
+    m = MetricsLog(tmp_path / METRICS, ["step", "total"])
+    for s in range(6):
+        m.write({"step": s, "total": float(s)})
+    m.close()
+    with open(tmp_path / METRICS, "a") as fh:
+        fh.write("6,")  # a row cut by a kill
+    assert [int(r["step"]) for r in read_metrics(tmp_path / METRICS)] == list(range(6))
+    MetricsLog(tmp_path / METRICS, ["step", "total"], resume_at=4).close()
+    assert [int(r["step"]) for r in read_metrics(tmp_path / METRICS)] == [0, 1, 2, 3]
+
+
+def test_step_generator_is_a_function_of_its_arguments():
+    a = torch.rand(3, generator=step_generator(0, 5, 0, 0))
+    assert torch.equal(a, torch.rand(3, generator=step_generator(0, 5, 0, 0)))
+    assert not torch.equal(a, torch.rand(3, generator=step_generator(0, 5, 0, 1)))
+    assert not torch.equal(a, torch.rand(3, generator=step_generator(0, 6, 0, 0)))
+
+
+# --- the loop on a stand-in model ---------------------------------------------------------------
+class Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 1)
+
+
+class ToyObjective(nn.Module):
+    def __init__(self, nan_at: int | None = None):
+        super().__init__()
+        self.nan_at, self.calls = nan_at, 0
+
+    def forward(self, model, batch, captions=None, generator=None):
+        self.calls += 1
+        noise = 0.01 * torch.randn(batch["y"].shape, generator=generator)
+        rec = (model.lin(batch["x"]) - batch["y"] - noise).abs().mean()
+        if self.nan_at is not None and self.calls > self.nan_at:
+            rec = rec * float("nan")
+        z = torch.zeros(())
+        return {"total": rec, "reconstruction": rec, "uniformity": z, "consistency": z, "text": z}
+
+
+def toy_batches(start):
+    s = start
+    while True:
+        g = torch.Generator().manual_seed(s)
+        x = torch.randn(8, 4, generator=g)
+        yield {"x": x, "y": x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])}
+        s += 1
+
+
+def toy_run(out, objective=None, **kw):
+    torch.manual_seed(0)
+    c = TrainConfig(**{"steps": 12, "lr": 0.5, "checkpoint_every": 3, "out_dir": str(out),
+                       "progress": False, **kw})
+    return train(c, model=Toy(), objective=objective or ToyObjective(), model_cfg=get_config("tiny"),
+                 make_batches=toy_batches)
+
+
+def test_loss_falls_and_resume_is_exact(tmp_path):
+    ref = toy_run(tmp_path / "ref")
+    toy_run(tmp_path / "cut", halt_after=7)  # halts at step 7, last checkpoint at step 6
+    assert load_checkpoint(tmp_path / "cut" / CHECKPOINT)["step"] == 6
+    res = toy_run(tmp_path / "cut")
+    a = [float(r["total"]) for r in ref.metrics]
+    b = [float(r["total"]) for r in res.metrics]
+    assert [int(r["step"]) for r in res.metrics] == list(range(12))
+    assert a == b
+    assert a[-1] < a[0] / 2
+    assert torch.equal(ref.model.lin.weight, res.model.lin.weight)
+    lrs = [float(r["lr"]) for r in ref.metrics]
+    assert lrs[0] == 0.0 and max(lrs) == pytest.approx(0.5)
+    assert load_checkpoint(tmp_path / "ref" / CHECKPOINT)["step"] == 12
+
+
+def test_checkpoint_not_written_every_step(tmp_path):
+    writes = []
+    import aef_lit.training as T
+
+    orig = T.save_checkpoint
+    try:
+        T.save_checkpoint = lambda *a, **k: writes.append(a[3]) or orig(*a, **k)
+        toy_run(tmp_path)
+    finally:
+        T.save_checkpoint = orig
+    assert writes == [3, 6, 9, 12]
+
+
+def test_grad_accum_runs_and_logs_tiles(tmp_path):
+    res = toy_run(tmp_path, grad_accum=2, steps=4)
+    assert len(res.metrics) == 4 and all(float(r["tiles_per_s"]) > 0 for r in res.metrics)
+
+
+def test_nan_stops_with_clear_message_and_good_checkpoint(tmp_path):
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 7.*step 6\).*intact"):
+        toy_run(tmp_path, objective=ToyObjective(nan_at=7))
+    ck = load_checkpoint(tmp_path / CHECKPOINT)
+    assert ck["step"] == 6
+    assert all(torch.isfinite(v).all() for v in ck["model"].values())
+    assert [int(r["step"]) for r in read_metrics(tmp_path / METRICS)] == list(range(7))
+
+
+# --- the real loop: kill -9 and resume, torchrun -------------------------------------------------
+def _cli(out: Path, steps: int, extra=()):
+    return [sys.executable, "-m", "aef_lit.training", "--data", "synthetic", "--preset", "tiny",
+            "--tile", "16", "--frames", "4", "--batch-size", "2", "--steps", str(steps),
+            "--checkpoint-every", "3", "--lr", "1e-3", "--warmup-frac", "0.1", "--no-progress",
+            "--out-dir", str(out), *extra]
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+
+
+def test_kill_and_resume_continues_the_same_run(tmp_path):
+    steps = 30
+    ref = subprocess.run(_cli(tmp_path / "ref", steps), env=_env(), capture_output=True, text=True, cwd=ROOT)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(_cli(cut, steps), env=_env(), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            ck = cut / CHECKPOINT
+            if ck.exists():
+                try:
+                    if load_checkpoint(ck)["step"] >= 9:
+                        break
+                except Exception:  # noqa: BLE001 - being replaced at this instant
+                    pass
+            if proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, "the run was killed, not finished"
+    killed_at = load_checkpoint(cut / CHECKPOINT)["step"]
+    assert 9 <= killed_at < steps
+    res = subprocess.run(_cli(cut, steps), env=_env(), capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"resumed from {cut / CHECKPOINT} at step {killed_at}" in res.stderr
+    a, b = read_metrics(tmp_path / "ref" / METRICS), read_metrics(cut / METRICS)
+    assert [int(r["step"]) for r in b] == list(range(steps)), "no step repeated or lost"
+    for ra, rb in zip(a, b):
+        for k in ("lr", "total", "reconstruction", "uniformity", "consistency"):
+            assert float(ra[k]) == pytest.approx(float(rb[k]), rel=1e-5, abs=1e-7), (ra["step"], k)
+    wa = load_checkpoint(tmp_path / "ref" / CHECKPOINT)["model"]
+    wb = load_checkpoint(cut / CHECKPOINT)["model"]
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+
+
+def test_torchrun_two_processes_hold_identical_weights(tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", *_cli(tmp_path, 4)[1:],
+           "--save-rank-weights", "--device", "cpu"]
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, cwd=ROOT, timeout=280)
+    assert res.returncode == 0, res.stderr[-4000:]
+    from safetensors.torch import load_file
+
+    w0 = load_file(tmp_path / "final_rank0.safetensors")
+    w1 = load_file(tmp_path / "final_rank1.safetensors")
+    assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
+    rows = read_metrics(tmp_path / METRICS)
+    assert [int(r["step"]) for r in rows] == [0, 1, 2, 3], "rank 0 logs each step once"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    ck = load_checkpoint(tmp_path / CHECKPOINT)
+    assert ck["step"] == 4
+    assert not any(math.isnan(float(r["total"])) for r in rows)
