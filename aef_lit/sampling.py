@@ -100,12 +100,13 @@ class TileDataset(Dataset):
     Args:
         samples: the whole training sites (they must share their sources).
         tile: L; frames: frames per input source; seed: the stream's seed.
-        stats: normalisation statistics (chapter 3); fitted on `samples` if None.
+        stats: normalisation statistics (chapter 3); None = `DEFAULT_STATS`, the global
+            statistics every chapter normalises with (so the trained model needs no extra file).
     """
 
     def __init__(self, samples: Sequence[Sample], tile: int = 32, frames: int = 8, seed: int = 0,
                  min_span_days: float = 60.0, min_valid: float = 0.05, stats=None):
-        from aef_lit.preprocess import fit_stats
+        from aef_lit.preprocess import DEFAULT_STATS
 
         self.samples = list(samples)
         names = [set(s.sources) for s in self.samples]
@@ -114,7 +115,7 @@ class TileDataset(Dataset):
         self.specs: tuple[SourceSpec, ...] = _data.model_sources(self.samples)
         self.tile, self.frames, self.seed = tile, frames, seed
         self.min_span_days, self.min_valid = min_span_days, min_valid
-        self.stats = fit_stats(self.samples) if stats is None else stats
+        self.stats = DEFAULT_STATS if stats is None else stats
 
     def __len__(self) -> int:  # a virtual, unbounded dataset; len() for tools that ask
         return 2**62

@@ -1,0 +1,124 @@
+"""Tests of aef_lit.sampling: rows from keys, static shapes, sharding, resume, real tiles."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from aef_lit.sampling import (
+    TileBatchSampler, TileDataset, cut_row, load_sites, random_period, row_generator, tile_stream,
+    training_dataset,
+)
+
+
+@pytest.fixture(scope="module")
+def synth_ds():
+    return TileDataset(load_sites("synthetic", ("a", "b"), seed=0, synthetic_size=48), tile=16, frames=4, seed=3)
+
+
+def test_row_is_a_pure_function_of_seed_and_key(synth_ds):
+    a, b = synth_ds[7], synth_ds[7]
+    assert a.site == b.site and a.labels == b.labels
+    for n in a.sources:
+        assert np.array_equal(a.sources[n].values, b.sources[n].values)
+        assert np.array_equal(a.sources[n].times, b.sources[n].times)
+    other = TileDataset(synth_ds.samples, tile=16, frames=4, seed=4)
+    assert any(other[k].labels != synth_ds[k].labels for k in range(5)), "the seed matters"
+    assert len({(synth_ds[k].site, synth_ds[k].labels["row"], synth_ds[k].labels["col"]) for k in range(30)}) > 20
+
+
+def test_rows_respect_tile_frames_and_order(synth_ds):
+    for k in range(20):
+        row = synth_ds[k]
+        assert row.grid.shape == (16, 16)
+        s2 = row.sources["s2"]
+        assert 1 <= s2.T <= 4 and np.all(np.diff(s2.times) > 0)
+        assert row.sources["dem"].T == 1 and row.sources["landcover"].T == 1
+        assert s2.valid.reshape(s2.T, -1).mean(1).min() >= 0.05, "only frames with clear pixels"
+
+
+def test_support_window_limits_the_frames():
+    rng = row_generator(0, 1)
+    site = load_sites("synthetic", ("a",), synthetic_size=32)[0]
+    spans = []
+    for _ in range(30):
+        row = cut_row(site, rng, tile=16, frames=24, min_span_days=30)
+        t = row.sources["s2"].times
+        spans.append(t[-1] - t[0])
+    full = np.ptp(site.sources["s2"].times)
+    assert min(spans) < full * 0.8, "some rows use a shorter support window than the whole series"
+
+
+def test_collate_gives_static_padded_shapes(synth_ds):
+    b1 = synth_ds.collate([synth_ds[k] for k in range(3)])
+    b2 = synth_ds.collate([synth_ds[k] for k in range(10, 13)])
+    for name in b1:
+        assert b1[name].x.shape == b2[name].x.shape
+    sb = b1["s2"]
+    assert sb.x.shape == (3, 4, 4, 16, 16)
+    assert torch.all(sb.weight[~sb.frame_mask] == 0)
+    assert sb.t.dtype == torch.float64
+
+
+def test_sampler_shards_and_resumes():
+    s0 = TileBatchSampler(3, rank=0, world_size=2)
+    s1 = TileBatchSampler(3, rank=1, world_size=2)
+    k0 = {k for m in range(10) for k in s0.keys(m)}
+    k1 = {k for m in range(10) for k in s1.keys(m)}
+    assert not k0 & k1 and len(k0) == len(k1) == 30
+    assert k0 | k1 == set(range(60)), "together the ranks cover the stream with no gap"
+    it = iter(TileBatchSampler(3, start=4))
+    assert next(it) == TileBatchSampler(3).keys(4)
+    with pytest.raises(ValueError):
+        TileBatchSampler(3, rank=2, world_size=2)
+
+
+def test_stream_resumed_equals_uninterrupted(synth_ds):
+    full = tile_stream(synth_ds, 2)
+    batches = [next(full) for _ in range(4)]
+    resumed = tile_stream(synth_ds, 2, start=2)
+    for want in batches[2:]:
+        got = next(resumed)
+        for n in want:
+            assert torch.equal(want[n].x, got[n].x) and torch.equal(want[n].t, got[n].t)
+
+
+def test_workers_give_the_same_batches(synth_ds):
+    a = tile_stream(synth_ds, 2, workers=0)
+    b = tile_stream(synth_ds, 2, workers=2)
+    for _ in range(3):
+        x, y = next(a), next(b)
+        assert torch.equal(x["s2"].x, y["s2"].x)
+
+
+def test_too_small_site_is_refused():
+    site = load_sites("synthetic", ("a",), synthetic_size=16)[0]
+    with pytest.raises(ValueError, match="smaller than the tile"):
+        cut_row(site, row_generator(0, 0), tile=32, frames=4)
+
+
+def test_random_period_inside_support():
+    rng = np.random.default_rng(0)
+    t = np.array([100.0, 130.0, 190.0])
+    for _ in range(50):
+        s, e = random_period(t, rng)
+        assert e - s > 4.0 and s >= 100.0 and e <= 191.0
+
+
+@pytest.mark.real
+def test_real_greenearthnet_tiles(eo_real):
+    ds = training_dataset("greenearthnet", ("portugal", "hungary"), tile=32, frames=8, seed=0)
+    assert {s.site for s in ds.samples} == {"greenearthnet_portugal", "greenearthnet_hungary"}
+    assert [s.name for s in ds.specs] == ["s2", "dem", "landcover"]
+    batch = ds.collate([ds[k] for k in range(8)])
+    sb = batch["s2"]
+    assert sb.x.shape == (8, 8, 4, 32, 32)
+    assert torch.isfinite(sb.x).all() and sb.x[sb.weight.bool().unsqueeze(2).expand_as(sb.x)].std() > 0.3
+    assert (sb.t[sb.frame_mask] > 18_628).all(), "2021 dates, in days since 1970"
+
+
+@pytest.mark.real
+def test_real_geotiff_stack_tiles(eo_real):
+    ds = training_dataset("greenearthnet_geotiff", ("sweden",), tile=32, frames=4, seed=0)
+    row = ds[0]
+    assert row.grid.shape == (32, 32) and 1 <= row.sources["s2"].T <= 4
