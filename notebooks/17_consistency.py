@@ -1,0 +1,270 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 17. Teacher and student: consistency under missing data
+#
+# Real archives are ragged: Landsat is missing for years at some sites, Sentinel-1 is
+# missing over large regions after 2021, clouds hide whole seasons. AlphaEarth Foundations
+# {cite}`brown2025alphaearth` asks the embedding of a period to stay the same when part of
+# the input is missing (`AEF_NOTES.md` §6). The **teacher** is the model on the full input;
+# the **student** is the *same parameters* on a perturbed input:
+#
+# 1. drop whole sources: Landsat with probability 30 %, Sentinel-1 30 %, Sentinel-2 never;
+# 2. then one of: (a) drop random frames (Landsat 30 %, S1 30 %, S2 50 %), (b) drop the
+#    last six months, (c) drop the first six months.
+#
+# Teacher and student summarise the **same** valid period (longer than 4 days; inside the
+# kept months for (b) and (c)), and the loss (§7, third term) is
+#
+# $$ \mathcal{L}_{\text{cons}} = 1 - \mu \cdot \mu_s , $$
+#
+# averaged over rows and pixels ($\mu$ the teacher's unit embedding, $\mu_s$ the student's).
+# This chapter exports `aef_lit.consistency`: the perturbation (as masks), the period, the
+# loss, and our answer to the question the paper leaves open: is the teacher side
+# stop-gradient?
+
+# %% tags=["parameters"]
+# Parameters (papermill injects values here). Defaults are sized for a 2-core CPU.
+preset = "tiny"  # model preset: "tiny" (CI), "small", "paper"
+device = "auto"  # "auto" = XLA if importable, then CUDA, MPS, CPU
+seed = 0
+data = "auto"  # "auto" = the real samples if present, else synthetic; "synthetic" forces it
+steps = 12  # optimiser steps of each short run in the stop-gradient comparison
+
+# %%
+# Colab: install the package (and the text extra) from the repository; elsewhere a no-op.
+import sys
+
+if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
+    import subprocess
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q",
+         "aef-lit[text] @ git+https://github.com/aef-lit/aef-lit"],
+        check=True,
+    )
+
+# %%
+#| default_exp consistency
+
+# %% [markdown]
+# ## The rates, and which source is which
+#
+# The rates live in a frozen dataclass whose defaults are the paper's. Sources are matched to
+# the three sensor kinds by name: a name containing `landsat` is Landsat-like, `s1` (or any
+# `sar` modality) is Sentinel-1-like, and every other input source, including optical
+# sources we add later, is treated like Sentinel-2 (never dropped whole, half its frames
+# dropped in (a)). How often each of (a), (b), (c) is drawn is **open** in the paper; we draw
+# them with equal probability. "Six months" is 182.6 days; when a row's own support is
+# shorter than a year (our GreenEarthNet minicubes cover about five months), (b) and (c)
+# drop the last or first *half* of it instead, so something always remains.
+
+# %%
+#| export
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import reduce
+from jaxtyping import Bool, Float, Float64, Int
+from torch import Tensor
+
+from aef_lit.conventions import Batch, ModelConfig, SourceBatch, SourceSpec
+
+SIX_MONTHS_DAYS = 365.25 / 2
+
+
+@dataclass(frozen=True)
+class PerturbationConfig:
+    """Student perturbation rates (paper §6 defaults) and the consistency period's bounds.
+
+    Attributes:
+        drop_source_landsat, drop_source_s1, drop_source_s2: probability of dropping every
+            frame of that source in a row (S2 never, paper).
+        drop_frame_landsat, drop_frame_s1, drop_frame_s2: per-frame drop probability in mode (a).
+        mode_probs: probabilities of (a) random frames, (b) last six months, (c) first six
+            months (open in the paper; equal here).
+        months_days: the length of "six months" in days.
+        min_period_days: the shared period is strictly longer than this (paper: 4 days).
+        max_period_days: and at most this long.
+    """
+
+    drop_source_landsat: float = 0.3
+    drop_source_s1: float = 0.3
+    drop_source_s2: float = 0.0
+    drop_frame_landsat: float = 0.3
+    drop_frame_s1: float = 0.3
+    drop_frame_s2: float = 0.5
+    mode_probs: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
+    months_days: float = SIX_MONTHS_DAYS
+    min_period_days: float = 4.0
+    max_period_days: float = 365.25
+
+    def rates(self, spec: SourceSpec) -> tuple[float, float]:
+        """(drop whole source, drop one frame in mode a) for a source, keyed on its kind."""
+        kind = sensor_kind(spec)
+        return getattr(self, f"drop_source_{kind}"), getattr(self, f"drop_frame_{kind}")
+
+
+def sensor_kind(spec: SourceSpec) -> str:
+    """'landsat', 's1' or 's2' (any other input source is treated like Sentinel-2)."""
+    name = spec.name.lower()
+    if "landsat" in name:
+        return "landsat"
+    if name.startswith("s1") or "sentinel1" in name or spec.modality == "sar":
+        return "s1"
+    return "s2"
+
+
+# %% [markdown]
+# ## The perturbation, as masks
+#
+# Every decision is a tensor over rows, never a Python branch over data: the source drops
+# are `B` Bernoulli draws, the mode is a `B` categorical draw, frame drops are `B T` draws,
+# and the six-month windows compare each frame's `t` with a per-row cut. The student's
+# input is the teacher's input with **only `frame_mask` changed**: the values of a dropped
+# frame are left untouched, and the encoder must not attend to them (the check below and the
+# tests perturb those values and demand an unchanged student embedding; the port of §12
+# zeroed values that were still attended).
+#
+# A row must keep at least one frame. If the draws left it empty (S2 had all its frames
+# dropped and the other sources were dropped whole), one teacher frame that lies inside the
+# mode's kept window is restored at random.
+
+# %%
+#| export
+def _rand(shape, generator, device, dtype=torch.float32) -> Tensor:
+    gdev = generator.device if generator is not None else torch.device("cpu")
+    return torch.rand(shape, generator=generator, device=gdev, dtype=dtype).to(device)
+
+
+def support(batch: Batch, specs: list[SourceSpec]) -> tuple[Float64[Tensor, "B"], Float64[Tensor, "B"]]:
+    """First and last instant of each row's existing input frames (0, 0 for an empty row)."""
+    t = torch.cat([batch[s.name].t for s in specs], dim=1)
+    m = torch.cat([batch[s.name].frame_mask for s in specs], dim=1)
+    inf = torch.full_like(t, float("inf"))
+    lo = torch.where(m, t, inf).amin(dim=1)
+    hi = torch.where(m, t, -inf).amax(dim=1)
+    empty = ~m.any(dim=1)
+    return torch.where(empty, 0.0, lo), torch.where(empty, 0.0, hi)
+
+
+def period_inside(lo: Float64[Tensor, "B"], hi: Float64[Tensor, "B"], generator=None,
+                  min_days: float = 4.0, max_days: float = 365.25) -> Float64[Tensor, "B 2"]:
+    """A random period [t_s, t_e) inside [lo, hi], strictly longer than `min_days`.
+
+    Where the window is too short, a period of min_days + 1 days centred on it is used.
+    """
+    u = _rand((2, *lo.shape), generator, lo.device, torch.float64)
+    avail = (hi - lo).clamp_max(max_days)
+    fits = avail > min_days
+    length = torch.where(fits, min_days + (avail - min_days) * (1.0 - u[0]), torch.full_like(lo, min_days + 1.0))
+    start = torch.where(fits, lo + (hi - lo - length) * u[1], (lo + hi) / 2 - length / 2)
+    return torch.stack([start, start + length], dim=-1)
+
+
+@dataclass
+class Perturbation:
+    """The student's input and the period teacher and student both summarise.
+
+    Attributes:
+        student: the teacher's batch with more `frame_mask` bits off (values unchanged).
+        period: the shared valid period (`B 2`).
+        mode: 0 random frames, 1 last six months dropped, 2 first six months dropped (`B`).
+        dropped_source: per input source, whether the row lost it whole (`B`).
+    """
+
+    student: dict[str, SourceBatch]
+    period: Float64[Tensor, "B 2"]
+    mode: Int[Tensor, "B"]
+    dropped_source: dict[str, Bool[Tensor, "B"]]
+
+
+def perturb(batch: Batch, cfg: ModelConfig, pcfg: PerturbationConfig = PerturbationConfig(),
+            generator: torch.Generator | None = None) -> Perturbation:
+    """Draw the student's input (masks only) and the shared period, per row (§6)."""
+    specs = [s for s in cfg.input_sources if s.name in batch]
+    first = batch[specs[0].name]
+    B, dev = first.t.shape[0], first.t.device
+    lo, hi = support(batch, specs)
+    span = hi - lo
+    gdev = generator.device if generator is not None else torch.device("cpu")
+    probs = torch.tensor(pcfg.mode_probs, dtype=torch.float32, device=gdev).expand(B, 3)
+    mode = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(dev)
+    cut = torch.minimum(torch.full_like(span, pcfg.months_days), span / 2)
+    cut_b, cut_c = hi - cut, lo + cut  # (b) keeps t <= cut_b, (c) keeps t >= cut_c
+    win_lo = torch.where(mode == 2, cut_c, lo)
+    win_hi = torch.where(mode == 1, cut_b, hi)
+    student, dropped, windows = {}, {}, []
+    for s in specs:
+        sb = batch[s.name]
+        p_src, p_frame = pcfg.rates(s)
+        drop_src = _rand((B,), generator, dev) < p_src
+        keep_a = _rand(sb.t.shape, generator, dev) >= p_frame
+        in_window = (sb.t >= win_lo[:, None]) & (sb.t <= win_hi[:, None])
+        keep = torch.where((mode == 0)[:, None], keep_a, in_window)
+        student[s.name] = sb.frame_mask & keep & ~drop_src[:, None]
+        windows.append(sb.frame_mask & in_window)
+        dropped[s.name] = drop_src
+    # never drop every frame of a row: restore one random frame inside the kept window
+    all_kept = torch.cat([student[s.name] for s in specs], dim=1)
+    cand = torch.cat(windows, dim=1)
+    cand = torch.where(cand.any(dim=1, keepdim=True), cand, torch.cat([batch[s.name].frame_mask for s in specs], dim=1))
+    scores = torch.where(cand, _rand(cand.shape, generator, dev), torch.full(cand.shape, -1.0, device=dev))
+    restore = F.one_hot(scores.argmax(dim=1), cand.shape[1]).bool() & cand & ~all_kept.any(dim=1, keepdim=True)
+    out, offset = {}, 0
+    for s in specs:
+        T = batch[s.name].t.shape[1]
+        out[s.name] = batch[s.name].replace(frame_mask=student[s.name] | restore[:, offset:offset + T])
+        offset += T
+    for name, sb in batch.items():  # target-only sources pass through
+        out.setdefault(name, sb)
+    period = period_inside(win_lo, win_hi, generator, pcfg.min_period_days, pcfg.max_period_days)
+    return Perturbation(student=out, period=period, mode=mode, dropped_source=dropped)
+
+
+# %% [markdown]
+# ## The loss, and the stop-gradient decision
+#
+# $1 - \mu\cdot\mu_s$ lies in $[0, 2]$; the secondary notes write $(1 - \mu\cdot\mu_s)/2$,
+# which only rescales $c$. We keep the paper's form.
+#
+# **Our choice: the teacher side is stop-gradient** (`stop_gradient=True`, the default).
+# The consistency term then only asks the student to move *towards* the teacher; without the
+# stop-gradient it can just as well pull the full-information teacher towards what the
+# impoverished student can see, and both sides can agree by discarding information that
+# only the full input holds (the shortcut BYOL and DINO block with a stop-gradient). The
+# teacher is still trained, by reconstruction, uniformity and text. Since teacher and
+# student share parameters, the student's gradient still reaches every weight. The effect
+# of the choice is measured at the end of this chapter.
+
+# %%
+#| export
+def consistency_loss(mu_teacher: Float[Tensor, "B E H W"], mu_student: Float[Tensor, "B E H W"],
+                     stop_gradient: bool = True, embed_dim: int = 1) -> Float[Tensor, ""]:
+    """Mean over rows and pixels of 1 - mu . mu_s (§7); the teacher is detached by default."""
+    t = mu_teacher.float()
+    if stop_gradient:
+        t = t.detach()
+    cos = (t * mu_student.float()).sum(dim=embed_dim)
+    return reduce(1.0 - cos, "... -> ", "mean")
+
+
+def student_embedding(model, pert: Perturbation) -> Float[Tensor, "B E H W"]:
+    """The student: the same model on the perturbed input, summarising the shared period."""
+    enc = model.encode(pert.student)
+    return model.summarise(enc, pert.period[:, None, :])[:, 0]

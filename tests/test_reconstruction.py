@@ -1,0 +1,210 @@
+"""Held-out reconstruction (chapter 15): selection, periods, the loss, and no leakage."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import nn
+
+from aef_lit.conventions import SourceSpec, get_config, random_batch
+from aef_lit.reconstruction import (
+    MIN_PERIOD_DAYS, hold_out, pick_frames, pixel_errors, random_periods_containing, reconstruct,
+    reconstruction_loss,
+)
+
+
+class StandInModel(nn.Module):
+    """A tiny model honouring the AEF contract: masked mean over frames, 1x1 convs.
+
+    Masked frames get exactly zero pooling weight, so their values cannot matter; periods
+    change the pooling weights (frames near the period count more).
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        E = cfg.embed_dim
+        self.proj = nn.ModuleDict({s.name: nn.Conv2d(s.channels, E, 1) for s in cfg.input_sources})
+        self.dec = nn.ModuleDict({s.name: nn.Conv2d(E + 1 + len(s.metadata), s.decoded_channels, 1)
+                                  for s in cfg.sources})
+
+    def encode(self, batch):
+        feats, ts, ms = [], [], []
+        for s in self.cfg.input_sources:
+            sb = batch[s.name]
+            B, T = sb.x.shape[:2]
+            f = self.proj[s.name](rearrange(sb.x, "b t c h w -> (b t) c h w"))
+            feats.append(rearrange(f, "(b t) e h w -> b t e h w", b=B))
+            ts.append(sb.t)
+            ms.append(sb.frame_mask)
+        return SimpleNamespace(features=torch.cat(feats, 1), t=torch.cat(ts, 1), mask=torch.cat(ms, 1))
+
+    def summarise(self, enc, periods):
+        mid = periods.mean(-1)  # B P
+        closeness = torch.exp(-((enc.t[:, None, :] - mid[:, :, None]).abs() / 100.0)).float()  # B P T
+        w = closeness * enc.mask[:, None, :].float()
+        w = w / w.sum(-1, keepdim=True).clamp_min(1e-6)
+        pooled = torch.einsum("bpt,btehw->bpehw", w, enc.features)
+        return F.normalize(pooled, dim=2)
+
+    def sample(self, mu, generator=None):
+        return mu
+
+    def decode(self, source, z, t_norm, meta=None):
+        N, _, H, W = z.shape
+        extra = [repeat(t_norm.float(), "n -> n 1 h w", h=H, w=W)]
+        if meta is not None:
+            extra.append(repeat(meta.float(), "n m -> n m h w", h=H, w=W))
+        return self.dec[source](torch.cat([z, *extra], 1))
+
+
+def _real_model_or_skip(cfg):
+    mod = pytest.importorskip("aef_lit.model")
+    return mod.build_model(cfg.name if hasattr(cfg, "name") else "tiny").eval()
+
+
+def test_pick_frames_only_picks_existing_frames(gen):
+    mask = torch.zeros(500, 6, dtype=torch.bool)
+    mask[:, 1] = mask[:, 4] = True
+    mask[0] = False
+    idx, valid = pick_frames(mask, gen)
+    assert not valid[0] and valid[1:].all()
+    assert set(idx[1:].tolist()) == {1, 4}  # both chosen, nothing else
+
+
+def test_held_out_frame_is_removed_from_the_input_only(tiny_cfg, gen):
+    batch = random_batch(tiny_cfg, B=3, T=5, generator=gen)
+    held = hold_out(batch, tiny_cfg, gen)
+    for s in tiny_cfg.sources:
+        tg = held.targets[s.name]
+        rows = torch.arange(3)
+        assert batch[s.name].frame_mask[rows, tg.index].all()  # picked an existing frame
+        if s.role == "input":
+            assert not held.inputs[s.name].frame_mask[rows, tg.index].any()  # and removed it
+            others = batch[s.name].frame_mask.clone()
+            others[rows, tg.index] = False
+            assert torch.equal(held.inputs[s.name].frame_mask, others)  # nothing else changed
+        else:
+            assert held.inputs[s.name] is batch[s.name]  # target-only: untouched
+        assert torch.equal(tg.x, batch[s.name].x[rows, tg.index])
+    assert held.periods.shape == (3, len(tiny_cfg.sources), 2)
+    assert held.sources == [s.name for s in tiny_cfg.sources]
+
+
+def test_each_target_has_its_own_valid_period(tiny_cfg, gen):
+    batch = random_batch(tiny_cfg, B=64, T=5, generator=gen)
+    held = hold_out(batch, tiny_cfg, gen)
+    for tg in held.targets.values():
+        length = tg.period[:, 1] - tg.period[:, 0]
+        assert (length > MIN_PERIOD_DAYS).all() and (length <= 365.25).all()
+        assert ((tg.period[:, 0] <= tg.t) & (tg.t < tg.period[:, 1])).all()
+        assert ((tg.t_norm >= 0) & (tg.t_norm < 1)).all()
+        expected = ((tg.t - tg.period[:, 0]) / length).float()
+        assert torch.allclose(tg.t_norm, expected, atol=1e-6)
+    # periods differ across sources of one row (own period each)
+    assert (held.periods[:, 0] != held.periods[:, 1]).any()
+
+
+def test_random_periods_are_float64_and_contain_t(gen):
+    t = torch.full((1000,), 18_700.25, dtype=torch.float64)
+    p = random_periods_containing(t, gen, 4.0, 30.0)
+    assert p.dtype == torch.float64
+    assert ((p[:, 0] <= t) & (t < p[:, 1])).all() and ((p[:, 1] - p[:, 0]) > 4).all()
+
+
+def test_a_row_is_never_emptied(tiny_cfg, gen):
+    batch = random_batch(tiny_cfg, B=2, T=3, generator=gen, n_padded=0)
+    for name in ("s2", "s1", "landsat"):  # row 0: a single input frame overall
+        m = batch[name].frame_mask.clone()
+        m[0] = False
+        batch[name] = batch[name].replace(frame_mask=m)
+    m = batch["s2"].frame_mask.clone()
+    m[0, 1] = True
+    batch["s2"] = batch["s2"].replace(frame_mask=m)
+    held = hold_out(batch, tiny_cfg, gen)
+    assert held.inputs["s2"].frame_mask[0, 1]  # put back
+    assert not held.targets["s2"].valid[0] and held.targets["s2"].weight[0].sum() == 0
+    assert not held.targets["s1"].valid[0]  # no s1 frame at all in row 0
+    assert held.targets["s2"].valid[1]
+
+
+def test_l1_and_cross_entropy_with_pixel_and_source_weights(tiny_cfg, gen):
+    cfg = tiny_cfg.replace(sources=(
+        SourceSpec("s2", ("a", "b")),
+        SourceSpec("lc", ("class",), "categorical", role="target", n_classes=3, loss_weight=0.5)))
+    batch = random_batch(cfg, B=2, T=3, H=4, generator=gen)
+    held = hold_out(batch, cfg, gen)
+    held.targets["s2"].weight.fill_(1.0)
+    held.targets["lc"].weight.fill_(1.0)
+    pred_s2 = held.targets["s2"].x + 0.5  # L1 error exactly 0.5 everywhere
+    y = held.targets["lc"].x[:, 0].long()
+    logits = torch.randn(2, 3, 4, 4, generator=gen)
+    ce = F.cross_entropy(logits, y, reduction="none")
+    total, per = reconstruction_loss({"s2": pred_s2, "lc": logits}, held, cfg)
+    assert float(per["s2"]) == pytest.approx(0.5, abs=1e-6)
+    assert float(per["lc"]) == pytest.approx(float(ce.mean()), abs=1e-6)
+    n = 2 * 4 * 4
+    assert float(total) == pytest.approx((0.5 * n + 0.5 * float(ce.sum())) / (2 * n), abs=1e-5)
+
+
+def test_zero_weight_pixels_do_not_count(tiny_cfg, gen):
+    batch = random_batch(tiny_cfg, B=2, T=3, generator=gen)
+    held = hold_out(batch, tiny_cfg, gen)
+    preds = {n: torch.zeros(2, tiny_cfg.source(n).decoded_channels, *tg.x.shape[-2:], requires_grad=True)
+             for n, tg in held.targets.items()}
+    held.targets["s2"].weight[:, :5] = 0.0
+    total, _ = reconstruction_loss(preds, held, tiny_cfg)
+    total.backward()
+    assert preds["s2"].grad[:, :, :5].abs().sum() == 0
+    assert preds["s2"].grad[:, :, 5:].abs().sum() > 0
+
+
+def test_categorical_ignores_out_of_range_ids_under_zero_weight():
+    spec = SourceSpec("lc", ("class",), "categorical", role="target", n_classes=3)
+    y = torch.tensor([[[[5.0, 1.0]]]])  # an illegal id (e.g. a boundary code)
+    err = pixel_errors(spec, torch.zeros(1, 3, 1, 2), y)
+    assert torch.isfinite(err).all()
+
+
+def test_the_held_out_frame_cannot_influence_its_embedding_standin(tiny_cfg, gen):
+    model = StandInModel(tiny_cfg)
+    batch = random_batch(tiny_cfg, B=2, T=4, generator=gen)
+    held = hold_out(batch, tiny_cfg, torch.Generator().manual_seed(1))
+    preds, mu, _ = reconstruct(model, batch, held=held)
+    poked = dict(batch)
+    for name in ("s2", "s1", "landsat"):
+        x = batch[name].x.clone()
+        x[torch.arange(2), held.targets[name].index] += 1000.0
+        poked[name] = batch[name].replace(x=x)
+    held2 = hold_out(poked, tiny_cfg, torch.Generator().manual_seed(1))
+    _, mu2, _ = reconstruct(model, poked, held=held2)
+    assert torch.allclose(mu, mu2, atol=1e-6)
+    # the port's defect (held-out frame left in the input) would be caught:
+    leaky = dict(held2.inputs)
+    for name in ("s2", "s1", "landsat"):
+        leaky[name] = poked[name]
+    _, mu3, _ = reconstruct(model, poked, held=type(held2)(leaky, held2.targets, held2.periods))
+    assert not torch.allclose(mu, mu3, atol=1e-3)
+
+
+def test_the_held_out_frame_cannot_influence_its_embedding_real_model(tiny_cfg):
+    model = _real_model_or_skip(tiny_cfg)
+    batch = random_batch(model.cfg, B=2, T=4, generator=torch.Generator().manual_seed(0))
+    held = hold_out(batch, model.cfg, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        preds, mu, _ = reconstruct(model, batch, held=held)
+        poked = dict(batch)
+        for name in [s.name for s in model.cfg.input_sources]:
+            x = batch[name].x.clone()
+            x[torch.arange(2), held.targets[name].index] = 1e3 * torch.randn_like(x[:, 0])
+            poked[name] = batch[name].replace(x=x)
+        _, mu2, _ = reconstruct(model, poked, held=type(held)(
+            {k: (poked[k].replace(frame_mask=v.frame_mask) if k in poked else v) for k, v in held.inputs.items()},
+            held.targets, held.periods))
+    assert torch.allclose(mu, mu2, atol=1e-5)
+    for name, p in preds.items():
+        spec = model.cfg.source(name)
+        assert p.shape == (2, spec.decoded_channels, model.cfg.tile, model.cfg.tile)
