@@ -90,16 +90,20 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
 #| export
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from jaxtyping import Bool, Float, Float64, Int
-from torch import Tensor
+from torch import Tensor, nn
 
 from aef_lit.conventions import Batch, ModelConfig, SourceBatch, SourceSpec
 from aef_lit.timecodes import normalise_in_period
+
+log = logging.getLogger("aef_lit")
 
 MIN_PERIOD_DAYS = 4.0
 """A valid period is strictly longer than this (paper §5: "longer than 4 days")."""
@@ -302,3 +306,205 @@ def reconstruct(model, batch: Batch, generator: torch.Generator | None = None,
     mu = model.summarise(enc, held.periods)
     z = model.sample(mu, generator=generator)
     return decode_targets(model, z, held), mu, held
+
+
+# %% [markdown]
+# ### A stand-in model with the same contract
+#
+# The chapters of the loss were written alongside the model chapters (10–14). So that they
+# (and their tests) run even where `aef_lit.model` is absent, `model_for(cfg)` returns
+# chapter 14's `build_model(cfg)` when it exists and otherwise a deliberately simple
+# stand-in with the *same interface*: per-source 1×1 projections, pooling over frames
+# weighted by closeness to the period's middle (masked frames get exactly zero weight), unit
+# normalisation, and 1×1 decoders that read the normalised instant. It is not AEF; it is a
+# fixture that makes the properties of the loss observable. The notebook says which one ran.
+
+# %%
+#| export
+class StandInModel(nn.Module):
+    """A minimal model honouring the AEF interface (encode, summarise, sample, decode)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        E = cfg.embed_dim
+        self.proj = nn.ModuleDict({s.name: nn.Conv2d(s.channels, E, 1) for s in cfg.input_sources})
+        self.dec = nn.ModuleDict({s.name: nn.Conv2d(E + 1 + len(s.metadata), s.decoded_channels, 1)
+                                  for s in cfg.sources})
+
+    def encode(self, batch: Batch) -> SimpleNamespace:
+        feats, ts, ms = [], [], []
+        for s in self.cfg.input_sources:
+            sb = batch[s.name]
+            f = self.proj[s.name](rearrange(sb.x, "b t c h w -> (b t) c h w"))
+            feats.append(rearrange(f, "(b t) e h w -> b t e h w", b=sb.x.shape[0]))
+            ts.append(sb.t)
+            ms.append(sb.frame_mask)
+        return SimpleNamespace(features=torch.cat(feats, 1), t=torch.cat(ts, 1), mask=torch.cat(ms, 1))
+
+    def summarise(self, enc, periods: Float64[Tensor, "B P 2"]) -> Float[Tensor, "B P E H W"]:
+        mid = periods.mean(-1)
+        w = torch.exp(-(enc.t[:, None, :] - mid[:, :, None]).abs() / 100.0).float()
+        w = w * enc.mask[:, None, :].float()
+        w = w / w.sum(-1, keepdim=True).clamp_min(1e-6)
+        return F.normalize(torch.einsum("bpt,btehw->bpehw", w, enc.features.float()), dim=2)
+
+    def sample(self, mu, generator=None):
+        return mu
+
+    def decode(self, source: str, z, t_norm, meta=None):
+        H, W = z.shape[-2:]
+        extra = [repeat(t_norm.float(), "n -> n 1 h w", h=H, w=W)]
+        if meta is not None:
+            extra.append(repeat(meta.float(), "n m -> n m h w", h=H, w=W))
+        return self.dec[source](torch.cat([z, *extra], 1))
+
+
+def model_for(cfg: ModelConfig) -> nn.Module:
+    """Chapter 14's `build_model(cfg)` if `aef_lit.model` exists, else the stand-in (logged)."""
+    try:
+        from aef_lit.model import build_model
+    except ImportError:
+        log.warning("aef_lit.model is not available: using the StandInModel of chapter 15")
+        return StandInModel(cfg)
+    return build_model(cfg)
+
+
+# %% [markdown]
+# ## On a real batch
+#
+# Four 32 × 32 tiles cut from the GreenEarthNet minicubes (Portugal, Hungary, Sweden;
+# chapter 20's tile sampler, chapter 3's normalisation): Sentinel-2 as the input source,
+# the Copernicus DEM and the ESA WorldCover map as **target-only** sources, the latter
+# categorical with eight classes. Without the real samples the same code runs on the
+# synthetic generator of chapter 2.
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+
+from aef_lit.conventions import find_eo_real, from_days, get_config, seed_everything, select_device
+from aef_lit.sampling import training_dataset
+
+device = select_device(device)
+g = seed_everything(seed)
+if data == "auto" and find_eo_real(required=False) is None:
+    print("real samples absent: using the synthetic generator (set $AEF_EO_REAL to use them)")
+ds = training_dataset(data, sites=("portugal", "hungary", "sweden"), tile=get_config(preset).tile,
+                      frames=8, seed=seed)
+rows = [ds[k] for k in range(4)]
+batch = ds.collate(rows)
+cfg = get_config(preset, sources=ds.specs)
+print("sites:", [r.site for r in rows])
+print({name: (tuple(sb.x.shape), cfg.source(name).modality, cfg.source(name).role) for name, sb in batch.items()})
+
+# %%
+held = hold_out(batch, cfg, g)
+B = batch["s2"].x.shape[0]
+for s in cfg.sources:
+    tg = held.targets[s.name]
+    assert batch[s.name].frame_mask[torch.arange(B), tg.index].all()
+    if s.role == "input":  # removed from the input, and nothing else removed
+        assert not held.inputs[s.name].frame_mask[torch.arange(B), tg.index].any()
+        assert held.inputs[s.name].frame_mask.sum() == batch[s.name].frame_mask.sum() - tg.valid.sum()
+    length = tg.period[:, 1] - tg.period[:, 0]
+    assert (length > MIN_PERIOD_DAYS).all() and ((tg.period[:, 0] <= tg.t) & (tg.t < tg.period[:, 1])).all()
+print("periods (B P 2):", tuple(held.periods.shape), "for", held.sources)
+
+# %% [markdown]
+# The picture of one batch: each row's Sentinel-2 frames (the held-out one in red, no
+# longer an input), and the random period of each target (bars) with its instant (dot).
+
+# %%
+fig, ax = plt.subplots(figsize=(10, 3.6))
+colors = {"s2": "tab:red", "dem": "tab:brown", "landcover": "tab:green"}
+t0 = float(batch["s2"].t[batch["s2"].frame_mask].min())
+for b in range(B):
+    sb = batch["s2"]
+    t = (sb.t[b][sb.frame_mask[b]] - t0).numpy()
+    ax.scatter(t, np.full_like(t, b), c="tab:blue", s=25, label="S2 input frame" if b == 0 else None)
+    for k, (name, tg) in enumerate(held.targets.items()):
+        y = b + 0.15 * (k + 1)
+        ax.plot((tg.period[b] - t0).numpy(), [y, y], c=colors.get(name, "k"), lw=3, alpha=0.6,
+                label=f"{name} target period" if b == 0 else None)
+        ax.scatter([float(tg.t[b] - t0)], [y], c=colors.get(name, "k"), s=30, zorder=3)
+    ti = float(sb.t[b, held.targets["s2"].index[b]] - t0)
+    ax.scatter([ti], [b], marker="x", c="red", s=80, zorder=4, label="held-out S2 frame" if b == 0 else None)
+ax.set_yticks(range(B), [r.site.replace("greenearthnet_", "") for r in rows])
+ax.set_xlabel(f"days since {str(from_days(t0))[:10]}")
+ax.set_title("held-out frames and each target's own valid period")
+ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=5)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## The loss on the real batch, and the leak test
+#
+# One forward pass (`reconstruct`) and the loss. Then the property that matters most: the
+# held-out frame **cannot influence** the embedding used to reconstruct it. We overwrite
+# the held-out frames' values with huge noise and run again with the same draws: the
+# embeddings must be identical. Leaving those frames in the input, as the port of §12 did,
+# changes them.
+
+# %%
+model = model_for(cfg).to(device).eval()
+print("model:", type(model).__name__)
+bdev = {k: v.to(device) for k, v in batch.items()}
+held = hold_out(bdev, cfg, torch.Generator().manual_seed(seed + 1))
+with torch.no_grad():
+    preds, mu, _ = reconstruct(model, bdev, held=held)
+    total, per_source = reconstruction_loss(preds, held, cfg)
+print(f"reconstruction loss {float(total):.3f};", {k: round(float(v), 3) for k, v in per_source.items()})
+assert torch.isfinite(total)
+
+poked = dict(bdev)
+for s in cfg.input_sources:
+    x = bdev[s.name].x.clone()
+    idx = held.targets[s.name].index
+    x[torch.arange(B), idx] = 1e3 * torch.randn_like(x[:, 0])
+    poked[s.name] = bdev[s.name].replace(x=x)
+poked_inputs = {k: (poked[k].replace(frame_mask=v.frame_mask) if k in poked else v) for k, v in held.inputs.items()}
+leaky_inputs = dict(poked)  # the held-out frames left in the input
+with torch.no_grad():
+    _, mu_poked, _ = reconstruct(model, poked, held=HeldOut(poked_inputs, held.targets, held.periods))
+    _, mu_leaky, _ = reconstruct(model, poked, held=HeldOut(leaky_inputs, held.targets, held.periods))
+d_ok = float((mu - mu_poked).abs().max())
+d_leak = float((mu - mu_leaky).abs().max())
+print(f"max change of the embeddings: held out {d_ok:.2e}; left in the input {d_leak:.2e}")
+assert d_ok < 1e-5 and d_leak > 1e-3
+
+# %% [markdown]
+# What the decoders are asked to produce, for the first row: the held-out Sentinel-2 frame
+# (RGB), the elevation and the land-cover map, beside the (untrained) model's outputs.
+# Chapter 21 trains the model; here only the plumbing is on show.
+
+# %%
+def _rgb(x):
+    rgb = x[[2, 1, 0]].permute(1, 2, 0).cpu().numpy()
+    lo, hi = np.percentile(rgb, [2, 98])
+    return np.clip((rgb - lo) / (hi - lo + 1e-6), 0, 1)
+
+
+b = 0
+fig, ax = plt.subplots(2, 3, figsize=(9, 6))
+tg = held.targets
+ax[0, 0].imshow(_rgb(tg["s2"].x[b]))
+ax[1, 0].imshow(_rgb(preds["s2"][b]))
+ax[0, 1].imshow(tg["dem"].x[b, 0].cpu(), cmap="terrain")
+ax[1, 1].imshow(preds["dem"][b, 0].cpu(), cmap="terrain")
+ax[0, 2].imshow(tg["landcover"].x[b, 0].cpu(), cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
+ax[1, 2].imshow(preds["landcover"][b].argmax(0).cpu(), cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
+for a, title in zip(ax.flat, ["held-out S2 (target)", "DEM (target)", "land cover (target)",
+                              "decoded S2", "decoded DEM", "decoded land cover (argmax)"]):
+    a.set_title(title, fontsize=9)
+    a.axis("off")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Summary.** `hold_out` removes one random existing frame per input source from the
+# encoder's input (a mask bit, static shapes), gives every target its own period longer than
+# 4 days around its instant, and stacks those periods so one encoder pass and one
+# `summarise` call serve all targets; `reconstruction_loss` is the weighted L1 /
+# cross-entropy of Eq. 3 with per-pixel and per-source weights, target-only sources
+# included. The held-out frame provably cannot reach its own embedding.

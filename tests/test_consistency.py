@@ -10,7 +10,7 @@ from aef_lit.consistency import (
 )
 from aef_lit.conventions import LANDSAT, S1, S2, SourceSpec, get_config, random_batch
 
-from test_reconstruction import StandInModel
+from aef_lit.reconstruction import StandInModel
 
 
 def _big_batch(cfg, gen, B=400, T=8):

@@ -1,8 +1,6 @@
 """Held-out reconstruction (chapter 15): selection, periods, the loss, and no leakage."""
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,54 +9,9 @@ from torch import nn
 
 from aef_lit.conventions import SourceSpec, get_config, random_batch
 from aef_lit.reconstruction import (
-    MIN_PERIOD_DAYS, hold_out, pick_frames, pixel_errors, random_periods_containing, reconstruct,
+    MIN_PERIOD_DAYS, StandInModel, hold_out, pick_frames, pixel_errors, random_periods_containing, reconstruct,
     reconstruction_loss,
 )
-
-
-class StandInModel(nn.Module):
-    """A tiny model honouring the AEF contract: masked mean over frames, 1x1 convs.
-
-    Masked frames get exactly zero pooling weight, so their values cannot matter; periods
-    change the pooling weights (frames near the period count more).
-    """
-
-    def __init__(self, cfg):
-        super().__init__()
-        self.cfg = cfg
-        E = cfg.embed_dim
-        self.proj = nn.ModuleDict({s.name: nn.Conv2d(s.channels, E, 1) for s in cfg.input_sources})
-        self.dec = nn.ModuleDict({s.name: nn.Conv2d(E + 1 + len(s.metadata), s.decoded_channels, 1)
-                                  for s in cfg.sources})
-
-    def encode(self, batch):
-        feats, ts, ms = [], [], []
-        for s in self.cfg.input_sources:
-            sb = batch[s.name]
-            B, T = sb.x.shape[:2]
-            f = self.proj[s.name](rearrange(sb.x, "b t c h w -> (b t) c h w"))
-            feats.append(rearrange(f, "(b t) e h w -> b t e h w", b=B))
-            ts.append(sb.t)
-            ms.append(sb.frame_mask)
-        return SimpleNamespace(features=torch.cat(feats, 1), t=torch.cat(ts, 1), mask=torch.cat(ms, 1))
-
-    def summarise(self, enc, periods):
-        mid = periods.mean(-1)  # B P
-        closeness = torch.exp(-((enc.t[:, None, :] - mid[:, :, None]).abs() / 100.0)).float()  # B P T
-        w = closeness * enc.mask[:, None, :].float()
-        w = w / w.sum(-1, keepdim=True).clamp_min(1e-6)
-        pooled = torch.einsum("bpt,btehw->bpehw", w, enc.features)
-        return F.normalize(pooled, dim=2)
-
-    def sample(self, mu, generator=None):
-        return mu
-
-    def decode(self, source, z, t_norm, meta=None):
-        N, _, H, W = z.shape
-        extra = [repeat(t_norm.float(), "n -> n 1 h w", h=H, w=W)]
-        if meta is not None:
-            extra.append(repeat(meta.float(), "n m -> n m h w", h=H, w=W))
-        return self.dec[source](torch.cat([z, *extra], 1))
 
 
 def _real_model_or_skip(cfg):
