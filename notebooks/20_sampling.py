@@ -180,8 +180,8 @@ def cut_row(sample: Sample, rng: np.random.Generator, tile: int, frames: int,
             out[name] = _window(fr, r, c, tile, pick)
         if len(out) == len(sample.sources):
             grid = sample.grid.crop(r, c, tile, tile)
-            return Sample(sample.site, grid, out, dict(sample.specs), labels={"row": r, "col": c,
-                          "site": sample.site}, captions=sample.captions)
+            labels = {**sample.labels, "row": r, "col": c}
+            return Sample(sample.site, grid, out, dict(sample.specs), labels=labels, captions=sample.captions)
     raise RuntimeError(f"no usable {tile} x {tile} window in {sample.site} after {tries} draws")
 
 
@@ -246,6 +246,10 @@ class TileDataset(Dataset):
 
         return collate(list(rows), self.specs, self.frames_per_source, self.stats)
 
+    def collate_with_captions(self, rows: Sequence[Sample]):
+        """(batch, captions): the batch and each row's site caption (for the text term, chapter 18)."""
+        return self.collate(rows), [r.captions[0] if r.captions else r.site for r in rows]
+
 
 class TileBatchSampler(Sampler):
     """Endless micro-batches of row keys, sharded by rank, starting at micro-batch `start`."""
@@ -267,10 +271,13 @@ class TileBatchSampler(Sampler):
 
 
 def tile_stream(ds: TileDataset, batch_size: int, start: int = 0, rank: int = 0, world_size: int = 1,
-                workers: int = 0) -> Iterator:
-    """An endless iterator of collated micro-batches from micro-batch `start` on."""
+                workers: int = 0, captions: bool = False) -> Iterator:
+    """An endless iterator of collated micro-batches from micro-batch `start` on.
+
+    With `captions=True` it yields `(batch, captions)` pairs.
+    """
     loader = DataLoader(ds, batch_sampler=TileBatchSampler(batch_size, start, rank, world_size),
-                        collate_fn=ds.collate, num_workers=workers, persistent_workers=workers > 0,
+                        collate_fn=ds.collate_with_captions if captions else ds.collate, num_workers=workers, persistent_workers=workers > 0,
                         prefetch_factor=2 if workers > 0 else None)
     return iter(loader)
 

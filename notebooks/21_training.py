@@ -91,6 +91,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -134,6 +135,7 @@ class TrainConfig:
         frames: frames per input source in one row (padded, static shapes).
         min_span_days: shortest random support window a row's frames are drawn from.
         workers: DataLoader worker processes (0 = in the main process).
+        text: feed each row's caption to the text term (chapter 18); off = that term is 0.
         progress: show a tqdm bar (rank 0 only).
         halt_after: stop after this many steps of *this* process, as a preemption would
             (0 = never); the run can be resumed.
@@ -163,6 +165,7 @@ class TrainConfig:
     frames: int = 8
     min_span_days: float = 60.0
     workers: int = 0
+    text: bool = True
     progress: bool = True
     halt_after: int = 0
     save_rank_weights: bool = False
@@ -494,8 +497,9 @@ class TrainStep(nn.Module):
         self.model = model
         self.objective = objective
 
-    def forward(self, batch, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        return self.objective(self.model, batch, generator=generator)
+    def forward(self, batch, captions: Sequence[str] | None = None,
+                generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        return self.objective(self.model, batch, captions=captions, generator=generator)
 
 
 def step_generator(seed: int, step: int, micro: int = 0, rank: int = 0) -> torch.Generator:
@@ -610,7 +614,8 @@ def default_data(cfg: TrainConfig, model_tile: int, info: DistInfo):
 
     def make_batches(start_step: int) -> Iterator:
         return tile_stream(ds, batch_size=cfg.batch_size, start=start_step * cfg.grad_accum,
-                           rank=info.rank, world_size=info.world_size, workers=cfg.workers)
+                           rank=info.rank, world_size=info.world_size, workers=cfg.workers,
+                           captions=cfg.text)
 
     return ds.specs, make_batches
 
@@ -700,13 +705,15 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, objective: nn.Mod
             torch.manual_seed(int(step_generator(cfg.seed, step, -1, info.rank).initial_seed()))
             sums = torch.zeros(len(TERMS), device=device)
             for micro in range(cfg.grad_accum):
-                batch = batch_to(next(batches), device)
+                item = next(batches)
+                batch, captions = item if isinstance(item, tuple) else (item, None)
+                batch = batch_to(batch, device)
                 gen = step_generator(cfg.seed, step, micro, info.rank)
                 last = micro == cfg.grad_accum - 1
                 sync = nullcontext() if (last or not info.distributed) else unwrap_ddp(step_module).no_sync()
                 with sync:
                     with autocast_context(device, cfg.bf16):
-                        terms = step_module(batch, generator=gen)
+                        terms = step_module(batch, captions=captions, generator=gen)
                     (terms["total"].float() / cfg.grad_accum).backward()
                 sums += torch.stack([terms[k].detach().float() if k in terms else torch.zeros((), device=device)
                                      for k in TERMS])
@@ -903,10 +910,145 @@ def main(argv: Sequence[str] | None = None) -> int:
             dist.destroy_process_group()
 
 
-if __name__ == "__main__":  # pragma: no cover - exercised through subprocesses in the tests
-    sys.exit(main())
-
 # %%
 _cfg, _ = config_from_args(["--steps", "50", "--sites", "portugal", "--no-bf16", "--out-dir", "runs/x"])
 assert _cfg == TrainConfig(steps=50, sites=("portugal",), bf16=False, out_dir="runs/x")
 _cfg
+
+# %% [markdown]
+# ## Measuring reconstruction of held-out frames
+#
+# The question a trained model must answer first: given the other frames of a place, how
+# well does it predict a frame it did not see? We hold out one Sentinel-2 frame per row
+# exactly as in training (chapter 15: a random frame, a random valid period containing
+# it), embed the period **without** vMF noise (inference uses $\mu$ itself, §4), decode
+# at the held-out instant, and measure the L1 error over the frame's clear pixels in
+# normalised units (log reflectance z-scores, chapter 3) and in reflectance.
+#
+# Two baselines that need no training, computed from the same remaining input frames on
+# the same pixels:
+# - **temporal mean**: the per-pixel mean of the clear input frames (the issue's baseline);
+# - **nearest frame**: per pixel, the clear input frame closest in time (a stronger one
+#   for slowly changing land, a weak one across a harvest).
+
+# %%
+#| export
+@torch.no_grad()
+def heldout_errors(model: nn.Module, batch, source: str = "s2", generator: torch.Generator | None = None,
+                   stats=None) -> dict[str, Any]:
+    """L1 errors of the model and of two baselines on one held-out frame per row.
+
+    Returns the summed absolute errors and pixel counts (normalised units and
+    reflectance) for `model`, `temporal_mean` and `nearest_frame`, plus the held-out
+    truth, the predictions and the baselines (`B C H W`) for plots.
+    """
+    from aef_lit.preprocess import denormalise
+    from aef_lit.reconstruction import decode_targets, hold_out
+
+    was_training = model.training
+    model.eval()
+    cfg = model.cfg
+    held = hold_out(batch, cfg, generator)
+    mu = model.summarise(model.encode(held.inputs), held.periods)
+    pred = decode_targets(model, mu, held)[source].float()
+    tg = held.targets[source]
+    sb = held.inputs[source]
+    w_in = sb.weight * sb.frame_mask[..., None, None]  # B T H W, clear input frames only
+    n_in = w_in.sum(1)  # B H W
+    mean = (sb.x * w_in[:, :, None]).sum(1) / n_in.clamp_min(1)[:, None]
+    dt = (sb.t - tg.t[:, None]).abs().float()[..., None, None].expand_as(w_in)
+    dt = torch.where(w_in > 0, dt, torch.full_like(dt, float("inf")))
+    idx = dt.argmin(1)  # B H W
+    nearest = torch.gather(sb.x, 1, idx[:, None, None].expand(-1, 1, sb.x.shape[2], -1, -1)).squeeze(1)
+    ok = (tg.weight > 0) & (n_in > 0)  # pixels where the truth and both baselines exist
+    spec = cfg.source(source)
+    out: dict[str, Any] = {"pixels": int(ok.sum())}
+    for name, est in (("model", pred), ("temporal_mean", mean), ("nearest_frame", nearest)):
+        err = (est - tg.x).abs().mean(1)
+        refl = np.abs(denormalise(est.cpu().numpy(), spec, stats)
+                      - denormalise(tg.x.cpu().numpy(), spec, stats)).mean(1)
+        out[name] = float(err[ok].sum())
+        out[name + "_refl"] = float(torch.from_numpy(refl)[ok.cpu()].sum())
+    out.update(truth=tg.x, pred=pred, mean=mean, nearest=nearest, valid=ok, t=tg.t)
+    model.train(was_training)
+    return out
+
+
+def evaluate_heldout(model: nn.Module, data: str = "greenearthnet", sites: Sequence[str] = ("sweden",),
+                     rows: int = 64, batch_size: int = 16, tile: int | None = None, frames: int = 8,
+                     seed: int = 1234) -> dict[str, float]:
+    """Mean held-out L1 of the model and the baselines over `rows` random rows of `sites`.
+
+    Rows, held-out frames and periods are a pure function of `seed`: every model is scored
+    on the same frames.
+    """
+    from aef_lit.sampling import tile_stream, training_dataset
+
+    ds = training_dataset(data, sites, tile=tile or model.cfg.tile, frames=frames, seed=seed)
+    stream = tile_stream(ds, batch_size)
+    sums = {k: 0.0 for k in ("model", "temporal_mean", "nearest_frame", "model_refl",
+                             "temporal_mean_refl", "nearest_frame_refl")}
+    pixels = 0
+    for i in range(max(1, rows // batch_size)):
+        res = heldout_errors(model, batch_to(next(stream), next(model.parameters()).device),
+                             generator=step_generator(seed, i))
+        pixels += res["pixels"]
+        for k in sums:
+            sums[k] += res[k]
+    return {k: v / max(pixels, 1) for k, v in sums.items()} | {"pixels": pixels, "rows": rows}
+
+
+# %% [markdown]
+# ## Shipping a trained model
+#
+# A trained model leaves the run folder as three files: `model.safetensors` (weights only:
+# loading it cannot run code, and it holds no optimiser state, a quarter of the
+# checkpoint's size), `config.json` (the `ModelConfig`, the `TrainConfig` of the run and
+# its final numbers) and `MODEL_CARD.md`. `load_pretrained()` rebuilds the model from the
+# config and loads the weights; later chapters use it to show real embeddings without
+# training in CI. Inputs are normalised with chapter 3's `DEFAULT_STATS`, as in training.
+
+# %%
+#| export
+PRETRAINED = Path(__file__).resolve().parents[1] / "data" / "models" / "aef-tiny-greenearthnet" \
+    if "__file__" in globals() else Path("../data/models/aef-tiny-greenearthnet")
+"""The model trained in this chapter and shipped with the repository."""
+
+
+def export_model(model: nn.Module, model_cfg: ModelConfig, out_dir: str | Path, train_cfg: TrainConfig | None = None,
+                 facts: dict[str, Any] | None = None, card: str | None = None) -> Path:
+    """Write `model.safetensors`, `config.json` (and `MODEL_CARD.md` when `card` is given)."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in unwrap(model).state_dict().items()}
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt", "preset": model_cfg.name})
+    meta = {"model_config": json.loads(model_config_to_json(model_cfg)),
+            "train_config": json.loads(train_cfg.to_json()) if train_cfg is not None else None,
+            "normalisation": "aef_lit.preprocess.DEFAULT_STATS", **(facts or {})}
+    (out / "config.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+    if card is not None:
+        (out / "MODEL_CARD.md").write_text(card)
+    return out
+
+
+def load_pretrained(path: str | Path | None = None, device: str | torch.device = "cpu"
+                    ) -> tuple[nn.Module, ModelConfig]:
+    """(model, cfg) of a shipped model folder (default: the one trained in chapter 21), in eval mode."""
+    from safetensors.torch import load_file
+
+    from aef_lit.model import build_model
+
+    folder = Path(path) if path is not None else PRETRAINED
+    if not (folder / "model.safetensors").exists():
+        raise FileNotFoundError(f"no trained model at {folder} (expected model.safetensors and config.json)")
+    meta = json.loads((folder / "config.json").read_text())
+    cfg = model_config_from_json(meta["model_config"])
+    model = build_model(cfg)
+    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    return model.to(device).eval(), cfg
+
+
+if __name__ == "__main__" and "ipykernel" not in sys.modules:  # pragma: no cover - via subprocesses
+    sys.exit(main())

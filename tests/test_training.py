@@ -200,7 +200,7 @@ def _cli(out: Path, steps: int, extra=()):
     return [sys.executable, "-m", "aef_lit.training", "--data", "synthetic", "--preset", "tiny",
             "--tile", "16", "--frames", "4", "--batch-size", "2", "--steps", str(steps),
             "--checkpoint-every", "3", "--lr", "1e-3", "--warmup-frac", "0.1", "--no-progress",
-            "--out-dir", str(out), *extra]
+            "--no-text", "--out-dir", str(out), *extra]
 
 
 def _env():
