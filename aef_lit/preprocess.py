@@ -136,7 +136,7 @@ DEFAULT_STATS = NormStats(
                 "eolearn_slovenia (NDVI + 3 clear reference scenes); landsat from 3 synthetic_sample "
                 "draws (seeds 0-2, 64x64): no real Landsat offline"),
 )
-"""Global statistics usable without fitting (see chapter 3 for their provenance)."""
+# Global statistics usable without fitting (see chapter 3 for their provenance).
 
 
 def normalise_frames(frames: SourceFrames, spec: SourceSpec, stats: NormStats | None = None) -> SourceFrames:
@@ -227,8 +227,8 @@ def collate(
     frames_per_source = dict(frames_per_source or {})
     if not samples:
         raise DataError("collate needs at least one sample")
-    shapes = {s.site: s.grid.shape for s in samples}
-    if len(set(shapes.values())) != 1:
+    shapes = [s.grid.shape for s in samples]
+    if len(set(shapes)) != 1:
         raise DataError(f"samples have different grid sizes {shapes}; crop (Sample.crop) or resample "
                         "(resample_sample) them to one size first")
     H, W = samples[0].grid.shape

@@ -1202,7 +1202,8 @@ def quicklook(sample: Sample, ax_rgb, ax_mask):
     ax_rgb.set_title(f"{sample.site}\n{_dates([fr.times[i]])[0][:10]}", fontsize=8)
     worst = int(np.argmin(fr.valid.reshape(fr.T, -1).mean(1)))
     ax_mask.imshow(fr.valid[worst], cmap="gray", vmin=0, vmax=1)
-    ax_mask.set_title(f"valid, cloudiest frame\n{_dates([fr.times[worst]])[0][:10]}", fontsize=8)
+    ax_mask.set_title(f"valid (white), cloudiest frame\n{_dates([fr.times[worst]])[0][:10]}: "
+                      f"{fr.valid[worst].mean():.0%} valid", fontsize=8)
     for a in (ax_rgb, ax_mask):
         a.axis("off")
 

@@ -245,7 +245,7 @@ DEFAULT_STATS = NormStats(
                 "eolearn_slovenia (NDVI + 3 clear reference scenes); landsat from 3 synthetic_sample "
                 "draws (seeds 0-2, 64x64): no real Landsat offline"),
 )
-"""Global statistics usable without fitting (see chapter 3 for their provenance)."""
+# Global statistics usable without fitting (see chapter 3 for their provenance).
 
 
 # %% [markdown]
@@ -376,8 +376,8 @@ def collate(
     frames_per_source = dict(frames_per_source or {})
     if not samples:
         raise DataError("collate needs at least one sample")
-    shapes = {s.site: s.grid.shape for s in samples}
-    if len(set(shapes.values())) != 1:
+    shapes = [s.grid.shape for s in samples]
+    if len(set(shapes)) != 1:
         raise DataError(f"samples have different grid sizes {shapes}; crop (Sample.crop) or resample "
                         "(resample_sample) them to one size first")
     H, W = samples[0].grid.shape
@@ -536,7 +536,6 @@ if real_root is not None:
 else:
     s2 = syn.sources["s2"]
     red, nir = s2.values[:, syn.specs["s2"].bands.index("B04")], s2.values[:, syn.specs["s2"].bands.index("B08")]
-    cloudy = np.where(s2.valid, 0, 1)
     nd = np.where(s2.valid, (nir - red) / (nir + red), 0.02)
     clm, days, title = ~s2.valid, s2.times, "synthetic S2 NDVI"
 dates = pd.to_datetime(days, unit="D")
