@@ -118,7 +118,8 @@ class SourceFrames:
 
     Attributes:
         values: float32 `T C H W` (reflectance 0..1 for optical, dB for SAR, metres for
-            elevation, class ids for land cover). Finite everywhere; 0 under invalid pixels.
+            elevation, class ids for land cover). Finite everywhere; set to 0 under invalid
+            pixels on construction, so nodata codes and cloud radiance go no further.
         times: float64 `T`, days since 1970-01-01, strictly increasing.
         valid: bool `T H W`; False = nodata or cloud (a loss weight later, never input).
         meta: optional float32 `T M` per-frame sensor metadata (e.g. S1 ascending = 1).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -196,8 +197,10 @@ def utm_grid_for(grid: Grid, res: float = 10.0) -> Grid:
     lon0, lat0, lon1, lat1 = transform_bounds(grid.rio_crs, "EPSG:4326", *bounds)
     lon, lat = (lon0 + lon1) / 2, (lat0 + lat1) / 2
     epsg = (32600 if lat >= 0 else 32700) + int((lon + 180) // 6) + 1
-    tr, w, h = calculate_default_transform(grid.rio_crs, f"EPSG:{epsg}", grid.width, grid.height,
-                                           *bounds, resolution=res)
+    with warnings.catch_warnings():  # rasterio's own Affine `*` deprecation, not ours
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        tr, w, h = calculate_default_transform(grid.rio_crs, f"EPSG:{epsg}", grid.width, grid.height,
+                                               *bounds, resolution=res)
     return Grid(f"EPSG:{epsg}", tuple(tr)[:6], h, w)
 
 

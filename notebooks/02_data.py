@@ -219,7 +219,8 @@ class SourceFrames:
 
     Attributes:
         values: float32 `T C H W` (reflectance 0..1 for optical, dB for SAR, metres for
-            elevation, class ids for land cover). Finite everywhere; 0 under invalid pixels.
+            elevation, class ids for land cover). Finite everywhere; set to 0 under invalid
+            pixels on construction, so nodata codes and cloud radiance go no further.
         times: float64 `T`, days since 1970-01-01, strictly increasing.
         valid: bool `T H W`; False = nodata or cloud (a loss weight later, never input).
         meta: optional float32 `T M` per-frame sensor metadata (e.g. S1 ascending = 1).
@@ -916,7 +917,8 @@ def load_eolearn_slovenia(root=None, reference_scenes: bool = False) -> Sample:
 #   and flat; built-up, bare, water: flat and low) and its own background spectrum (soil,
 #   urban, water), mixed linearly with a vegetation spectrum with a red edge;
 # * **clouds**: bright, smooth blobs covering a Beta-distributed fraction of each optical
-#   frame, marked `valid = False`; Landsat's thermal band gets cold cloud tops;
+#   frame, marked `valid = False` (like every invalid pixel, their values are set to 0 by
+#   `SourceFrames`, so cloud radiance never travels further than the reader);
 # * **S1 speckle**: per-class backscatter in dB that rises with crop biomass, times
 #   multiplicative Gamma speckle (4 looks), and an ascending/descending flag as `meta`;
 # * **irregular dates**: each source's own random acquisition days (no two equal), at the

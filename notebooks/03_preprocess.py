@@ -83,6 +83,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -324,8 +325,10 @@ def utm_grid_for(grid: Grid, res: float = 10.0) -> Grid:
     lon0, lat0, lon1, lat1 = transform_bounds(grid.rio_crs, "EPSG:4326", *bounds)
     lon, lat = (lon0 + lon1) / 2, (lat0 + lat1) / 2
     epsg = (32600 if lat >= 0 else 32700) + int((lon + 180) // 6) + 1
-    tr, w, h = calculate_default_transform(grid.rio_crs, f"EPSG:{epsg}", grid.width, grid.height,
-                                           *bounds, resolution=res)
+    with warnings.catch_warnings():  # rasterio's own Affine `*` deprecation, not ours
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        tr, w, h = calculate_default_transform(grid.rio_crs, f"EPSG:{epsg}", grid.width, grid.height,
+                                               *bounds, resolution=res)
     return Grid(f"EPSG:{epsg}", tuple(tr)[:6], h, w)
 
 
@@ -536,7 +539,7 @@ if real_root is not None:
 else:
     s2 = syn.sources["s2"]
     red, nir = s2.values[:, syn.specs["s2"].bands.index("B04")], s2.values[:, syn.specs["s2"].bands.index("B08")]
-    nd = np.where(s2.valid, (nir - red) / (nir + red), 0.02)
+    nd = np.where(s2.valid, (nir - red) / (nir + red), 0.02)  # cloud radiance was zeroed; a cloud's NDVI is ~0
     clm, days, title = ~s2.valid, s2.times, "synthetic S2 NDVI"
 dates = pd.to_datetime(days, unit="D")
 all_px = nd.reshape(len(days), -1).mean(1)
