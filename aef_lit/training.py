@@ -379,13 +379,13 @@ class TrainResult:
 
 
 def build_model_and_objective(cfg: TrainConfig, specs: Sequence[SourceSpec]) -> tuple[ModelConfig, nn.Module, nn.Module]:
-    """The preset's model for the data's sources, and chapter 19's objective."""
-    from aef_lit.model import build_model
+    """The preset's model for the data's sources (chapter 14), and chapter 19's objective."""
     from aef_lit.objective import AEFObjective
+    from aef_lit.reconstruction import model_for  # build_model, or a logged stand-in without it
 
     base = get_config(cfg.preset)
     model_cfg = base.replace(tile=cfg.tile or base.tile, sources=tuple(specs))
-    model = build_model(model_cfg)
+    model = model_for(model_cfg)
     return model_cfg, model, AEFObjective(model_cfg)
 
 
@@ -730,6 +730,95 @@ def load_pretrained(path: str | Path | None = None, device: str | torch.device =
     model = build_model(cfg)
     model.load_state_dict(load_file(str(folder / "model.safetensors")))
     return model.to(device).eval(), cfg
+
+
+def _final_terms(rows: list[dict[str, str]], frac: float = 0.05) -> dict[str, float]:
+    tail = rows[-max(1, int(len(rows) * frac)):]
+    return {k: round(sum(float(r[k]) for r in tail) / len(tail), 5) for k in TERMS}
+
+
+def ship(run_dir: str | Path, out_dir: str | Path | None = None, eval_data: str = "greenearthnet",
+         eval_sites: Sequence[str] = ("sweden",), rows: int = 128, hardware: str = "") -> dict[str, Any]:
+    """Turn a finished run into a shipped model folder: weights, config, card, held-out scores."""
+    import platform
+
+    from aef_lit.model import build_model
+
+    run = Path(run_dir)
+    state = load_checkpoint(run / CHECKPOINT)
+    tcfg = TrainConfig.from_dict(json.loads(state["config"]))
+    mcfg = model_config_from_json(state["model_config"])
+    model = build_model(mcfg)
+    model.load_state_dict(state["model"])
+    model.eval()
+    rows_log = read_metrics(run / METRICS)
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+    seconds = float(rows_log[-1]["wall_s"]) if rows_log else summary.get("seconds", 0.0)
+    scores = evaluate_heldout(model, eval_data, eval_sites, rows=rows, frames=tcfg.frames)
+    facts = {
+        "steps": int(state["step"]), "train_seconds": round(seconds, 1),
+        "hardware": hardware or f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "params": sum(p.numel() for p in model.parameters()),
+        "final_terms": _final_terms(rows_log), "heldout": {"data": eval_data, "sites": list(eval_sites), **scores},
+    }
+    folder = Path(out_dir) if out_dir is not None else PRETRAINED
+    export_model(model, mcfg, folder, tcfg, facts, card=model_card(mcfg, tcfg, facts))
+    if (run / METRICS).exists():  # the training curve travels with the model (a few hundred kB)
+        (folder / METRICS).write_text((run / METRICS).read_text())
+    return facts
+
+
+def model_card(mcfg: ModelConfig, tcfg: TrainConfig, facts: dict[str, Any]) -> str:
+    """The MODEL_CARD.md text of a shipped model."""
+    h = facts["heldout"]
+    ft = facts["final_terms"]
+    flags = (f"--preset {tcfg.preset} --data {tcfg.data} --sites {' '.join(tcfg.sites)} --tile {mcfg.tile} "
+             f"--frames {tcfg.frames} --batch-size {tcfg.batch_size} --steps {tcfg.steps} --lr {tcfg.lr:g} "
+             f"--warmup-frac {tcfg.warmup_frac:g} --seed {tcfg.seed}")
+    return f"""# {mcfg.name} AEF model trained on GreenEarthNet (aef-lit, chapter 21)
+
+A small AlphaEarth Foundations model (Brown et al. 2025, arXiv 2507.22291) as re-implemented
+in aef-lit, trained on a CPU so that the book can show real embeddings without training in CI.
+It is a teaching artefact: tiny, trained briefly on two sites. Do not use it for mapping.
+
+## Model
+- preset `{mcfg.name}`: {mcfg.n_blocks} STP blocks, widths space {mcfg.d_space} / time {mcfg.d_time} /
+  precision {mcfg.d_precision}, tile L = {mcfg.tile}, embedding E = {mcfg.embed_dim}, kappa = {mcfg.kappa:g};
+  {facts['params']:,} parameters; float32 safetensors.
+- sources: {', '.join(f"`{s.name}` ({s.role}, {s.modality}, {len(s.bands)} band(s))" for s in mcfg.sources)}.
+- inputs normalised with `aef_lit.preprocess.DEFAULT_STATS` (log1p + z-score for optical).
+- load: `from aef_lit.training import load_pretrained; model, cfg = load_pretrained()`.
+
+## Data
+- training: GreenEarthNet minicubes {', '.join(tcfg.sites)} (2021 Sentinel-2 L2A B02 B03 B04 B8A
+  at ~20 m, 128 x 128 px, clouds from the minicube mask as loss weights; Copernicus DEM and
+  ESA WorldCover as target-only sources), from dongzhang04/greenearthnet (MIT; modified
+  Copernicus Sentinel data; WorldCover CC-BY 4.0). Random {mcfg.tile} x {mcfg.tile} tiles with up to
+  {tcfg.frames} frames from random support windows (chapter 20).
+- held out: {', '.join(h['sites'])} (a site never seen in training). The normalisation statistics
+  were fitted on all real samples including it (8 numbers per band; a negligible leak).
+
+## Training
+- {facts['steps']} steps of batch {tcfg.batch_size} (x{tcfg.grad_accum} accumulation), Adam, peak lr {tcfg.lr:g},
+  linear warm-up over {warmup_steps(tcfg.steps, tcfg.warmup_frac)} steps then linear decay to 0, clip {tcfg.clip:g},
+  seed {tcfg.seed}; loss weights of the paper (1, 0.05, 0.02, 0.001, normalised).
+- wall time {facts['train_seconds'] / 60:.1f} min on {facts['hardware']}.
+- final loss terms (mean of the last 5 % of steps): total {ft['total']:.4f}, reconstruction
+  {ft['reconstruction']:.4f}, uniformity {ft['uniformity']:.4f}, consistency {ft['consistency']:.4f},
+  text {ft['text']:.4f}.
+- reproduce: `aef-train {flags} --out-dir runs/ship`, then
+  `python -c "from aef_lit.training import ship; ship('runs/ship')"`.
+
+## Held-out reconstruction ({', '.join(h['sites'])}, {h['rows']} rows, {h['pixels']:,} clear pixels)
+One Sentinel-2 frame per row is removed from the input and predicted at its instant
+(embedding mu, no vMF noise). Mean absolute error per band over the clear pixels:
+
+| estimate | L1 (normalised units) | L1 (reflectance) |
+|---|---|---|
+| this model | {h['model']:.4f} | {h['model_refl']:.4f} |
+| per-pixel temporal mean of the input frames | {h['temporal_mean']:.4f} | {h['temporal_mean_refl']:.4f} |
+| per-pixel nearest clear input frame in time | {h['nearest_frame']:.4f} | {h['nearest_frame_refl']:.4f} |
+"""
 
 
 if __name__ == "__main__" and "ipykernel" not in sys.modules:  # pragma: no cover - via subprocesses
