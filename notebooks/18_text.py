@@ -303,7 +303,8 @@ def clip_loss(u_img: Float[Tensor, "B E"], u_txt: Float[Tensor, "B E"], logit_sc
               ids: Tensor | None = None) -> Float[Tensor, ""]:
     """Symmetric InfoNCE between matching rows; rows with equal `ids` count as positives."""
     B = u_img.shape[0]
-    logits = logit_scale.exp() * (u_img.float() @ u_txt.float().T)
+    # an elementwise product (not a matmul), so that autocast leaves the logits in float32
+    logits = logit_scale.float().exp() * (u_img.float()[:, None, :] * u_txt.float()[None, :, :]).sum(-1)
     ids = torch.arange(B, device=logits.device) if ids is None else ids.to(logits.device)
     pos = ids[:, None] == ids[None, :]
     neg_inf = torch.finfo(logits.dtype).min
