@@ -266,3 +266,72 @@ def test_torchrun_two_processes_hold_identical_weights(tmp_path):
     ck = load_checkpoint(tmp_path / CHECKPOINT)
     assert ck["step"] == 4
     assert not any(math.isnan(float(r["total"])) for r in rows)
+
+
+def test_compile_matches_eager(tmp_path):
+    eager = toy_run(tmp_path / "eager", steps=4)
+    comp = toy_run(tmp_path / "comp", steps=4, compile=True)
+    for a, b in zip(eager.metrics, comp.metrics):
+        assert float(a["total"]) == pytest.approx(float(b["total"]), rel=1e-5)
+
+
+def test_activation_checkpointing_keeps_gradients():
+    from aef_lit.training import enable_activation_checkpointing
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([nn.Sequential(nn.Linear(8, 8), nn.GELU()) for _ in range(3)])
+
+        def forward(self, x):
+            for b in self.blocks:
+                x = x + b(x)
+            return x.square().mean()
+
+    torch.manual_seed(0)
+    a = Net()
+    b = Net()
+    b.load_state_dict(a.state_dict())
+    assert enable_activation_checkpointing(b) == 3
+    x = torch.randn(4, 8)
+    a(x).backward()
+    b(x).backward()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(pa.grad, pb.grad, atol=1e-6)
+
+
+# --- the shipped model ------------------------------------------------------------------------
+def test_shipped_model_files_are_small_and_safe():
+    from aef_lit.training import PRETRAINED
+
+    if not (PRETRAINED / "model.safetensors").exists():
+        pytest.skip("no shipped model yet")
+    size = sum(f.stat().st_size for f in PRETRAINED.iterdir())
+    assert size < 8e6, f"the shipped model folder is {size / 1e6:.1f} MB"
+    meta = json.loads((PRETRAINED / "config.json").read_text())
+    assert {"model_config", "train_config", "steps", "final_terms", "heldout"} <= set(meta)
+    card = (PRETRAINED / "MODEL_CARD.md").read_text()
+    assert "temporal mean" in card and "steps" in card
+
+
+@pytest.mark.real
+def test_shipped_model_loads_embeds_a_real_tile_and_beats_the_temporal_mean(eo_real):
+    from aef_lit.training import PRETRAINED, evaluate_heldout, load_pretrained
+
+    if not (PRETRAINED / "model.safetensors").exists():
+        pytest.skip("no shipped model yet")
+    from aef_lit.model import embed
+    from aef_lit.sampling import training_dataset
+
+    model, cfg = load_pretrained()
+    assert not model.training
+    ds = training_dataset("greenearthnet", ("sweden",), tile=cfg.tile, frames=8, seed=5)
+    batch = ds.collate([ds[0], ds[1]])
+    t = batch["s2"].t
+    periods = torch.stack([t.min(1).values, t.max(1).values + 1], -1)[:, None]
+    with torch.no_grad():
+        e = embed(model, batch, periods)
+    assert e.shape[0] == 2 and e.shape[-2:] == (cfg.tile, cfg.tile) and cfg.embed_dim in e.shape
+    assert torch.isfinite(e).all()
+    scores = evaluate_heldout(model, "greenearthnet", ("sweden",), rows=32, frames=8)
+    assert scores["model"] < scores["temporal_mean"], scores
