@@ -1,0 +1,204 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 5. Source projectors: every sensor onto one width and the L/2 grid
+#
+# The encoder reads frames of several sources with different band counts: 10 for
+# Sentinel-2, 2 for Sentinel-1, 7 for Landsat. "Per-source input projectors map each
+# source's channels to a shared width and bring frames to the L/2 grid"; their internals
+# are **open** (`AEF_NOTES.md` §2, {cite}`brown2025alphaearth`). After projection every
+# frame of every source is one `D × L/2 × L/2` map, and the frames of all sources form a
+# single time axis for the STP encoder (chapter 10).
+#
+# %% tags=["parameters"]
+# Parameters (papermill injects values here). Defaults are sized for a 2-core CPU.
+preset = "tiny"  # model preset: "tiny" (CI), "small", "paper"
+device = "auto"  # "auto" = XLA if importable, then CUDA, MPS, CPU
+seed = 0
+data = "auto"  # "auto" = the real samples if present, else the synthetic generator
+
+# %%
+# Colab: install the package (and the text extra) from the repository; elsewhere a no-op.
+import sys
+
+if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
+    import subprocess
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q",
+         "aef-lit[text] @ git+https://github.com/aef-lit/aef-lit"],
+        check=True,
+    )
+
+# %%
+#| default_exp projectors
+
+# %% [markdown]
+# ## What we chose, and why
+#
+# - **A 2×2 patch embedding per source.** Space-to-depth of each 2×2 block of pixels
+#   (`b t c (h 2) (w 2) -> (b t) h w (c 2 2)`) followed by one linear map to
+#   `d_precision`: a ViT patch embedding with 2-pixel patches, i.e. a stride-2 2×2
+#   convolution. It is the smallest operator that reaches L/2 without throwing a pixel
+#   away, and it never mixes frames or sources.
+# - **A learned source embedding** (one `D`-vector per source) is added to every pixel of
+#   that source's frames, so that after concatenation along `T` the encoder still knows
+#   which sensor a frame came from (their timecodes alone do not say it).
+# - **Padding is neutralised at the door.** A frame with `frame_mask` False is replaced by
+#   zeros *before* the projection (with `torch.where`, so even NaNs in padding vanish), and
+#   non-finite pixels of real frames become 0 too; the masks travel with the frames so the
+#   Time operator (chapter 7) can ignore them. Shapes never depend on how many frames are
+#   real.
+# - **Never the loss weights.** A `SourceBatch.weight` (clouds, nodata) weights the loss
+#   only (§1); the projector does not read it, and the tests check that changing it
+#   changes nothing.
+# - Target-only sources (`role="target"`, e.g. DEM, land cover) have no projector.
+
+# %%
+#| export
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from jaxtyping import Bool, Float, Float64
+from torch import Tensor, nn
+
+from aef_lit.conventions import Batch, ModelConfig, SourceSpec
+
+
+class SourceProjector(nn.Module):
+    """One source's frames `B T C H W` -> `B T D H/2 W/2` (2x2 patch embedding + source embedding)."""
+
+    def __init__(self, spec: SourceSpec, d: int):
+        super().__init__()
+        self.spec = spec
+        self.proj = nn.Linear(4 * spec.channels, d)
+        self.source_embedding = nn.Parameter(torch.randn(d) * 0.02)
+
+    def forward(self, x: Float[Tensor, "B T C H W"], mask: Bool[Tensor, "B T"]) -> Float[Tensor, "B T D h w"]:
+        keep = mask[:, :, None, None, None] & torch.isfinite(x)
+        x = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
+        patches = rearrange(x, "b t c (h p) (w q) -> b t h w (c p q)", p=2, q=2)
+        y = self.proj(patches) + self.source_embedding
+        return rearrange(y, "b t h w d -> b t d h w")
+
+
+class InputProjection(nn.Module):
+    """All input sources of a Batch onto one width and the L/2 grid, concatenated along T.
+
+    Returns (x `B T D h w` with T = sum of the sources' frame counts, in `cfg.input_sources`
+    order; t float64 days `B T`; mask `B T`). Masked frames stay (static shapes), zeroed.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.names = [s.name for s in cfg.input_sources]
+        self.projectors = nn.ModuleDict({s.name: SourceProjector(s, cfg.d_precision) for s in cfg.input_sources})
+
+    def forward(self, batch: Batch) -> tuple[Float[Tensor, "B T D h w"], Float64[Tensor, "B T"], Bool[Tensor, "B T"]]:
+        xs, ts, ms = [], [], []
+        for name in self.names:  # a fixed Python loop over sources: static under torch.compile
+            sb = batch[name]
+            xs.append(self.projectors[name](sb.x, sb.frame_mask))
+            ts.append(sb.t)
+            ms.append(sb.frame_mask)
+        return torch.cat(xs, dim=1), torch.cat(ts, dim=1), torch.cat(ms, dim=1)
+
+
+# %% [markdown]
+# ## Shapes, and the properties that matter
+#
+# A random batch of the `tiny` preset (chapter 1's fixture) goes in; one tensor of frames
+# comes out, with the frames of S2, S1 and Landsat one after the other along `T`.
+
+# %%
+from aef_lit.conventions import get_config, random_batch, seed_everything, select_device
+
+cfg = get_config(preset)
+device = select_device(device)
+g = seed_everything(seed)
+proj = InputProjection(cfg)
+batch = random_batch(cfg, B=2, T={"s2": 5, "s1": 3, "landsat": 4}, H=cfg.tile, W=cfg.tile + 16, generator=g)
+x, t, mask = proj(batch)
+print("x", tuple(x.shape), "t", t.dtype, tuple(t.shape), "mask", mask.sum(1).tolist(), "real frames per row")
+assert x.shape == (2, 12, cfg.d_precision, cfg.tile // 2, (cfg.tile + 16) // 2)
+assert t.dtype == torch.float64 and torch.equal(t[:, :5], batch["s2"].t)
+
+# %% [markdown]
+# Three properties, each checked by changing an input and comparing outputs:
+# the loss weights are not input; a padded frame's values do not matter (here we even put
+# NaNs in it); and a projector is local: changing one pixel changes only its own L/2 cell.
+
+# %%
+b2 = {k: v.replace(weight=torch.rand_like(v.weight)) for k, v in batch.items()}
+assert torch.equal(proj(b2)[0], x), "weights must never be model input"
+
+s2 = batch["s2"]
+pad = ~s2.frame_mask
+b3 = dict(batch, s2=s2.replace(x=torch.where(pad[..., None, None, None], torch.nan, s2.x)))
+assert torch.equal(proj(b3)[0], x), "padded frames must not matter"
+
+b4 = dict(batch, s2=s2.replace(x=s2.x.clone()))
+b4["s2"].x[0, 0, :, 7, 9] += 1.0
+diff = (proj(b4)[0] - x).abs().sum(2)[0, 0]
+assert set(map(tuple, diff.nonzero().tolist())) == {(3, 4)}, "pixel (7, 9) lives in L/2 cell (3, 4)"
+
+# %% [markdown]
+# ## The three grids on a real tile
+#
+# For the `paper` preset ($L = 128$) the precision operator works on the L/2 grid
+# (64 × 64 cells of 20 m), the time operator on L/8 (16 × 16 cells of 80 m) and the space
+# operator on L/16 (8 × 8 cells of 160 m). Drawn on a real Sentinel-2 tile from
+# GreenEarthNet (Portugal, 2021, 128 × 128 pixels of 10 m) when the real samples are
+# present, on noise otherwise.
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+
+from aef_lit.conventions import find_eo_real
+
+
+def real_rgb(name: str = "portugal_2021.nc") -> np.ndarray | None:
+    """A cloud-free-ish RGB (H, W, 3) in [0, 1] from a GreenEarthNet minicube, or None."""
+    root = find_eo_real(required=False)
+    if root is None or data == "synthetic":
+        return None
+    import xarray as xr
+
+    with xr.open_dataset(root / "greenearthnet" / "minicubes" / name) as ds:
+        rgb = np.stack([ds[v].values for v in ("s2_B04", "s2_B03", "s2_B02")], axis=-1)
+    k = int(np.nanargmin(np.nanmean(rgb, axis=(1, 2, 3))))  # darkest frame: fewest clouds
+    img = np.nan_to_num(rgb[k])
+    return np.clip(img / np.percentile(img, 99), 0, 1)
+
+
+rgb = real_rgb()
+title = "GreenEarthNet, Portugal 2021 (real S2 RGB)" if rgb is not None else "random (real samples absent)"
+if rgb is None:
+    rgb = np.random.default_rng(seed).random((128, 128, 3))
+L = rgb.shape[0]
+fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
+for ax, (f, who, col) in zip(axes, ((2, "precision", "yellow"), (8, "time", "cyan"), (16, "space", "magenta"))):
+    ax.imshow(rgb, extent=(0, L, L, 0))
+    for k in range(0, L + 1, f):
+        ax.axhline(k, color=col, lw=0.4 if f == 2 else 1.0)
+        ax.axvline(k, color=col, lw=0.4 if f == 2 else 1.0)
+    ax.set_title(f"L/{f}: {L // f}×{L // f} cells of {10 * f} m — {who}")
+    ax.set_xlim(0, L)
+    ax.set_ylim(L, 0)
+fig.suptitle(title)
+plt.tight_layout()
+plt.show()
