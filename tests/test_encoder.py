@@ -1,0 +1,136 @@
+"""STP encoder (chapter 10): shapes, masking, permutation, time, compile, parameter counts."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aef_lit.conventions import get_config, random_batch
+from aef_lit.encoder import OPERATOR_DEPTH, STPBlock, STPEncoder, count_parameters
+from aef_lit.projectors import InputProjection
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    cfg = get_config("tiny", n_blocks=1)
+    g = torch.Generator().manual_seed(0)
+    proj, enc = InputProjection(cfg), STPEncoder(cfg).eval()
+    batch = random_batch(cfg, B=2, T={"s2": 3, "s1": 2, "landsat": 2}, H=32, W=48, generator=g)
+    with torch.no_grad():
+        x, t, mask = proj(batch)
+        y = enc(x, t, mask)
+    return cfg, enc, x, t, mask, y
+
+
+def test_shape_nonsquare(setup):
+    cfg, enc, x, t, mask, y = setup
+    assert y.shape == (2, 7, cfg.d_precision, 16, 24) and y.dtype == torch.float32
+    assert torch.isfinite(y).all()
+    assert (y[~mask] == 0).all() and (y[mask].abs().sum((-1, -2, -3)) > 0).all()
+
+
+@pytest.mark.parametrize("hw", [(16, 16), (16, 48), (48, 32)])
+def test_any_multiple_of_16(hw, gen):
+    """§12: the port crashed on non-square inputs."""
+    cfg = get_config("tiny", n_blocks=1)
+    enc = STPEncoder(cfg)
+    x = torch.randn(1, 2, cfg.d_precision, hw[0] // 2, hw[1] // 2, generator=gen)
+    t = torch.tensor([[18_700.0, 18_710.0]], dtype=torch.float64)
+    with torch.no_grad():
+        assert enc(x, t, torch.ones(1, 2, dtype=torch.bool)).shape == x.shape
+
+
+def test_padded_frame_has_no_effect(setup, gen):
+    cfg, enc, x, t, mask, y = setup
+    x2, t2 = x.clone(), t.clone()
+    x2[~mask] = 100 * torch.randn(x2[~mask].shape, generator=gen)
+    t2[~mask] = t2[~mask] + 3000.0
+    with torch.no_grad():
+        assert torch.equal(enc(x2, t2, mask), y)
+
+
+def test_masking_a_real_frame_removes_it(setup, gen):
+    """Dropping a frame by its mask bit (student perturbation) equals never having seen it."""
+    cfg, enc, x, t, mask, y = setup
+    m2 = mask.clone()
+    m2[0, 0] = False
+    x2 = x.clone()
+    x2[0, 0] = torch.randn(x2[0, 0].shape, generator=gen)
+    with torch.no_grad():
+        a, b = enc(x, t, m2), enc(x2, t, m2)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a[0, 1], y[0, 1])  # and it did matter before
+
+
+def test_permutation_equivariance(setup, gen):
+    cfg, enc, x, t, mask, y = setup
+    perm = torch.randperm(x.shape[1], generator=gen)
+    with torch.no_grad():
+        torch.testing.assert_close(enc(x[:, perm], t[:, perm], mask[:, perm]), y[:, perm], atol=1e-4, rtol=1e-4)
+
+
+def test_rows_independent(setup):
+    cfg, enc, x, t, mask, y = setup
+    x2 = x.clone()
+    x2[1] += 1.0
+    with torch.no_grad():
+        assert torch.equal(enc(x2, t, mask)[0], y[0])
+
+
+def test_time_matters(setup):
+    cfg, enc, x, t, mask, y = setup
+    with torch.no_grad():
+        assert not torch.allclose(enc(x, t + 60.0, mask), y, atol=1e-4)
+
+
+def test_refuses_float32_times(setup):
+    cfg, enc, x, t, mask, y = setup
+    with pytest.raises(TypeError, match="float64"):
+        enc(x, t.float(), mask)
+
+
+def test_gradients_reach_every_parameter(setup):
+    cfg, enc, x, t, mask, y = setup
+    enc.zero_grad()
+    enc(x, t, mask).pow(2).mean().backward()
+    missing = [n for n, p in enc.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not missing, missing
+
+
+def test_compile_fullgraph(setup):
+    """No graph breaks: static shapes, no .item(), no branches on data (eager backend: tracing only)."""
+    cfg, enc, x, t, mask, y = setup
+    torch._dynamo.reset()
+    c = torch.compile(enc, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        torch.testing.assert_close(c(x, t, mask), y)
+
+
+@pytest.mark.slow
+def test_compile_fullgraph_inductor(setup):
+    cfg, enc, x, t, mask, y = setup
+    torch._dynamo.reset()
+    c = torch.compile(enc, fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(c(x, t, mask), y, atol=1e-4, rtol=1e-4)
+
+
+def test_blocks_are_checkpointable(setup):
+    """The training chapter wraps `encoder.blocks[i].forward` in activation checkpointing."""
+    cfg, enc, *_ = setup
+    assert isinstance(enc.blocks, torch.nn.ModuleList) and isinstance(enc.blocks[0], STPBlock)
+
+
+def test_parameter_counts():
+    with torch.device("meta"):
+        paper = STPEncoder(get_config("paper"))
+        tiny = STPEncoder(get_config("tiny"))
+    n = count_parameters(paper)
+    assert OPERATOR_DEPTH == 2 and abs(n / 480e6 - 1) < 0.1, n
+    assert count_parameters(tiny) < 1_000_000
+
+
+@pytest.mark.slow
+def test_paper_preset_builds_on_cpu():
+    enc = STPEncoder(get_config("paper"))
+    assert abs(count_parameters(enc) / 480e6 - 1) < 0.1
