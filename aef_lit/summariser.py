@@ -42,12 +42,13 @@ class TimePooling(nn.Module):
         B, T, D, h, w = features.shape
         nh = self.heads
         f = self.norm(rearrange(features, "b t d h w -> b h w t d"))
-        k = self.key(f) + rearrange(self.key_time(timecode_cfg(t, self.cfg)), "b t d -> b 1 1 t d")
+        tcode = timecode_cfg(t, self.cfg).to(features.device)  # float64 days may live on the CPU (MPS)
+        k = self.key(f) + rearrange(self.key_time(tcode), "b t d -> b 1 1 t d")
         v = self.value(f)
         k = torch.cat([repeat(self.empty_key, "d -> b h w 1 d", b=B, h=h, w=w), k], dim=3)
         v = torch.cat([repeat(self.empty_value, "d -> b h w 1 d", b=B, h=h, w=w), v], dim=3)
         keep = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)  # the empty slot is always there
-        q = self.query(period_code_cfg(periods, self.cfg))  # B P D: one query per period, no pixel
+        q = self.query(period_code_cfg(periods, self.cfg).to(features.device))  # B P D: one query per period
         # pixels go to the attention's batch axis, frames stay the key axis: no pixel mixing
         q = repeat(q, "b p (n e) -> b (h w) n p e", n=nh, h=h, w=w)
         k = rearrange(k, "b h w t (n e) -> b (h w) n t e", n=nh)
@@ -99,5 +100,5 @@ class Summariser(nn.Module):
             pooled, weights = pooled
         P = pooled.shape[1]
         y = self.project(self.up(rearrange(pooled, "b p d h w -> (b p) d h w")))
-        mu = F.normalize(rearrange(y, "(b p) e h w -> b p e h w", p=P), dim=2)
+        mu = F.normalize(rearrange(y.float(), "(b p) e h w -> b p e h w", p=P), dim=2)  # float32 on the sphere
         return (mu, weights) if return_attention else mu

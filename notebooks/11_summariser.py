@@ -133,12 +133,13 @@ class TimePooling(nn.Module):
         B, T, D, h, w = features.shape
         nh = self.heads
         f = self.norm(rearrange(features, "b t d h w -> b h w t d"))
-        k = self.key(f) + rearrange(self.key_time(timecode_cfg(t, self.cfg)), "b t d -> b 1 1 t d")
+        tcode = timecode_cfg(t, self.cfg).to(features.device)  # float64 days may live on the CPU (MPS)
+        k = self.key(f) + rearrange(self.key_time(tcode), "b t d -> b 1 1 t d")
         v = self.value(f)
         k = torch.cat([repeat(self.empty_key, "d -> b h w 1 d", b=B, h=h, w=w), k], dim=3)
         v = torch.cat([repeat(self.empty_value, "d -> b h w 1 d", b=B, h=h, w=w), v], dim=3)
         keep = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)  # the empty slot is always there
-        q = self.query(period_code_cfg(periods, self.cfg))  # B P D: one query per period, no pixel
+        q = self.query(period_code_cfg(periods, self.cfg).to(features.device))  # B P D: one query per period
         # pixels go to the attention's batch axis, frames stay the key axis: no pixel mixing
         q = repeat(q, "b p (n e) -> b (h w) n p e", n=nh, h=h, w=w)
         k = rearrange(k, "b h w t (n e) -> b (h w) n t e", n=nh)
@@ -197,7 +198,9 @@ assert (attn.sum(2) <= 1 + 1e-6).all() and (attn[:, :, -1] == 0).all(), "masked 
 # weights $[\tfrac14, \tfrac34, \tfrac34, \tfrac14]^{\otimes 2}$, other channels zero), so
 # that an untrained model starts smooth rather than with a checkerboard and training can
 # learn sharper or cross-channel kernels. A GELU and a 1×1 convolution then project each
-# full-resolution pixel to $E = 64$, and $\mu = y / \lVert y \rVert$.
+# full-resolution pixel to $E = 64$, and $\mu = y / \lVert y \rVert$, normalised in float32 even under
+# bf16 autocast (a bf16 unit vector has a norm error of about $4\times10^{-3}$, which the
+# dot products of the uniformity and consistency losses would inherit).
 #
 # The upsampling is the only operator here that mixes neighbouring pixels, and only within
 # its $4 \times 4$ kernel: a change of one $L/2$ pixel $(i, j)$ reaches the output rows
@@ -240,7 +243,7 @@ class Summariser(nn.Module):
             pooled, weights = pooled
         P = pooled.shape[1]
         y = self.project(self.up(rearrange(pooled, "b p d h w -> (b p) d h w")))
-        mu = F.normalize(rearrange(y, "(b p) e h w -> b p e h w", p=P), dim=2)
+        mu = F.normalize(rearrange(y.float(), "(b p) e h w -> b p e h w", p=P), dim=2)  # float32 on the sphere
         return (mu, weights) if return_attention else mu
 
 

@@ -140,3 +140,11 @@ def test_every_parameter_gets_a_gradient(tiny_cfg, gen):
     (mu * torch.randn(mu.shape, generator=gen)).sum().backward()
     missing = [n for n, p in summ.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert not missing, missing
+
+
+def test_bf16_autocast_gives_float32_unit_vectors(tiny_cfg, gen, summ):
+    feats, t, mask, periods = _inputs(tiny_cfg, gen)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        mu = summ(feats, t, mask, periods)
+    assert mu.dtype == torch.float32 and torch.isfinite(mu).all()
+    assert torch.allclose(mu.norm(dim=2), torch.ones(()), atol=1e-5)
