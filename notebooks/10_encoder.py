@@ -152,7 +152,7 @@ cfg = get_config(preset)
 device = select_device(device)
 g = seed_everything(seed)
 proj, enc = InputProjection(cfg).to(device), STPEncoder(cfg).to(device).eval()
-batch = random_batch(cfg, B=2, T={"s2": 6, "s1": 3, "landsat": 3}, H=cfg.tile, W=cfg.tile + 16, generator=g)
+batch = random_batch(cfg, B=2, T={"s2": 4, "s1": 2, "landsat": 2}, H=cfg.tile, W=cfg.tile + 16, generator=g)
 batch = {k: v.to(device) for k, v in batch.items()}
 with torch.no_grad():
     x, t, mask = proj(batch)
