@@ -1,9 +1,10 @@
 """aef-lit: a literate PyTorch re-implementation of AlphaEarth Foundations.
 
 Hand-written (the only package file that is): the public API, re-exported from the
-modules that `tools/nb_export.py` generates from `notebooks/NN_topic.py`.
+modules that `tools/nb_export.py` generates from `notebooks/NN_topic.py`. Each module is
+one chapter of the book; import from it directly for everything else.
 """
-from aef_lit.conventions import (  # noqa: F401
+from aef_lit.conventions import (  # noqa: F401  (chapter 1)
     EMBED_DIM,
     PRESETS,
     Batch,
@@ -11,11 +12,25 @@ from aef_lit.conventions import (  # noqa: F401
     SourceBatch,
     SourceSpec,
     find_eo_real,
-    random_batch,
     get_config,
+    random_batch,
     seed_everything,
     select_device,
     to_days,
 )
+from aef_lit.data import (  # noqa: F401  (chapter 2)
+    DataError,
+    Grid,
+    Sample,
+    SourceFrames,
+    load_geotiff_stack,
+    load_samples,
+    load_xarray_cube,
+    model_sources,
+    synthetic_sample,
+)
+from aef_lit.preprocess import DEFAULT_STATS, NormStats, collate, fit_stats  # noqa: F401  (chapter 3)
+from aef_lit.model import AEF, Encoded, build_model, embed  # noqa: F401  (chapter 14)
+from aef_lit.objective import AEFObjective, LossWeights  # noqa: F401  (chapter 19)
 
 __version__ = "0.1.0"
