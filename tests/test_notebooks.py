@@ -5,6 +5,7 @@ Run alone with `pytest -m notebooks`, or skip with `-m "not notebooks"` for a qu
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -26,8 +27,12 @@ _results: dict[str, bool] = {}
 def test_notebook_executes(py):
     """Each notebook runs end to end with its default parameters; its asserts are the checks."""
     _results[py.stem] = False
-    book.execute_one(py, {})
+    seconds = book.execute_one(py, {})
     _results[py.stem] = True
+    timings = book.EXECUTED / "timings.json"
+    data = json.loads(timings.read_text()) if timings.exists() else {}
+    data[py.stem] = round(seconds, 1)
+    timings.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def test_book_builds_from_the_executed_notebooks():
