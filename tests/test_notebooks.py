@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import os
 import subprocess
 import sys
@@ -25,9 +26,15 @@ _results: dict[str, bool] = {}
 
 @pytest.mark.parametrize("py", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes(py):
-    """Each notebook runs end to end with its default parameters; its asserts are the checks."""
+    """Each notebook runs end to end with its default parameters; its asserts are the checks.
+
+    Every chapter teaches with at least one figure, so the executed copy must hold a PNG.
+    """
     _results[py.stem] = False
     seconds = book.execute_one(py, {})
+    out = json.loads((book.EXECUTED / f"{py.stem}.ipynb").read_text())
+    pngs = sum("image/png" in o.get("data", {}) for c in out["cells"] for o in c.get("outputs", []))
+    assert pngs, f"{py.stem} produced no figure (is MPLBACKEND forcing a non-inline backend?)"
     _results[py.stem] = True
     timings = book.EXECUTED / "timings.json"
     data = json.loads(timings.read_text()) if timings.exists() else {}
@@ -44,7 +51,9 @@ def test_book_builds_from_the_executed_notebooks():
     for py in NOTEBOOKS:
         page = html / "notebooks" / f"{py.stem}.html"
         assert page.exists(), page
-        assert "<img" in page.read_text(), f"{py.stem} renders no figure"
+        # a figure is an output image copied into _images/ (not the launch buttons' logos)
+        figures = re.findall(r'<img[^>]+src="\.\./_images/[^"]+\.png"', page.read_text())
+        assert figures, f"{py.stem} renders no figure"
     assert "brown2025alphaearth" in (html / "book" / "intro.html").read_text() or \
         "Brown" in (html / "book" / "intro.html").read_text()
 

@@ -48,6 +48,11 @@ def execute_one(py: Path, params: dict[str, str], out_dir: Path = EXECUTED) -> f
     nb = jupytext.read(py, fmt="py:percent")
     src = out_dir / (py.stem + ".input.ipynb")
     jupytext.write(nb, src, fmt="ipynb")
+    # Kernels inherit the environment: a non-inline MPLBACKEND (e.g. Agg, common in CI)
+    # would silently drop every figure from the executed notebooks and hence the book.
+    backend = os.environ.get("MPLBACKEND")
+    if backend and "inline" not in backend:
+        os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     t0 = time.perf_counter()
     try:
         pm.execute_notebook(
@@ -56,6 +61,8 @@ def execute_one(py: Path, params: dict[str, str], out_dir: Path = EXECUTED) -> f
         )
     finally:
         src.unlink(missing_ok=True)
+        if backend is not None:
+            os.environ["MPLBACKEND"] = backend
     return time.perf_counter() - t0
 
 
