@@ -3,20 +3,16 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange, repeat
 from jaxtyping import Bool, Float, Float64, Int
-from torch import Tensor, nn
+from torch import Tensor
 
 from aef_lit.conventions import Batch, ModelConfig, SourceBatch, SourceSpec
+from aef_lit.model import AEF, build_model
 from aef_lit.timecodes import normalise_in_period
-
-log = logging.getLogger("aef_lit")
 
 MIN_PERIOD_DAYS = 4.0
 """A valid period is strictly longer than this (paper §5: "longer than 4 days")."""
@@ -166,7 +162,7 @@ def reconstruction_loss(preds: dict[str, Tensor], held: HeldOut, cfg: ModelConfi
     return total, per_source
 
 
-def decode_targets(model, z: Float[Tensor, "B P2 E H W"], held: HeldOut) -> dict[str, Tensor]:
+def decode_targets(model: AEF, z: Float[Tensor, "B P2 E H W"], held: HeldOut) -> dict[str, Tensor]:
     """Each source's decoder on its own period's (sampled) embedding: name -> `B C_out H W`."""
     out = {}
     for p, (name, tg) in enumerate(held.targets.items()):
@@ -174,7 +170,7 @@ def decode_targets(model, z: Float[Tensor, "B P2 E H W"], held: HeldOut) -> dict
     return out
 
 
-def reconstruct(model, batch: Batch, generator: torch.Generator | None = None,
+def reconstruct(model: AEF, batch: Batch, generator: torch.Generator | None = None,
                 held: HeldOut | None = None):
     """Hold out, encode, summarise each target's period, sample, decode.
 
@@ -187,50 +183,6 @@ def reconstruct(model, batch: Batch, generator: torch.Generator | None = None,
     return decode_targets(model, z, held), mu, held
 
 
-class StandInModel(nn.Module):
-    """A minimal model honouring the AEF interface (encode, summarise, sample, decode)."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
-        E = cfg.embed_dim
-        self.proj = nn.ModuleDict({s.name: nn.Conv2d(s.channels, E, 1) for s in cfg.input_sources})
-        self.dec = nn.ModuleDict({s.name: nn.Conv2d(E + 1 + len(s.metadata), s.decoded_channels, 1)
-                                  for s in cfg.sources})
-
-    def encode(self, batch: Batch) -> SimpleNamespace:
-        feats, ts, ms = [], [], []
-        for s in self.cfg.input_sources:
-            sb = batch[s.name]
-            f = self.proj[s.name](rearrange(sb.x, "b t c h w -> (b t) c h w"))
-            feats.append(rearrange(f, "(b t) e h w -> b t e h w", b=sb.x.shape[0]))
-            ts.append(sb.t)
-            ms.append(sb.frame_mask)
-        return SimpleNamespace(features=torch.cat(feats, 1), t=torch.cat(ts, 1), mask=torch.cat(ms, 1))
-
-    def summarise(self, enc, periods: Float64[Tensor, "B P 2"]) -> Float[Tensor, "B P E H W"]:
-        mid = periods.mean(-1)
-        w = torch.exp(-(enc.t[:, None, :] - mid[:, :, None]).abs() / 100.0).float()
-        w = w * enc.mask[:, None, :].float()
-        w = w / w.sum(-1, keepdim=True).clamp_min(1e-6)
-        return F.normalize(torch.einsum("bpt,btehw->bpehw", w, enc.features.float()), dim=2)
-
-    def sample(self, mu, generator=None):
-        return mu
-
-    def decode(self, source: str, z, t_norm, meta=None):
-        H, W = z.shape[-2:]
-        extra = [repeat(t_norm.float(), "n -> n 1 h w", h=H, w=W)]
-        if meta is not None:
-            extra.append(repeat(meta.float(), "n m -> n m h w", h=H, w=W))
-        return self.dec[source](torch.cat([z, *extra], 1))
-
-
-def model_for(cfg: ModelConfig) -> nn.Module:
-    """Chapter 14's `build_model(cfg)` if `aef_lit.model` exists, else the stand-in (logged)."""
-    try:
-        from aef_lit.model import build_model
-    except ImportError:
-        log.warning("aef_lit.model is not available: using the StandInModel of chapter 15")
-        return StandInModel(cfg)
+def model_for(cfg: ModelConfig) -> AEF:
+    """Deprecated alias of chapter 14's `build_model(cfg)`."""
     return build_model(cfg)

@@ -204,7 +204,7 @@ import numpy as np
 import pandas as pd
 
 from aef_lit.conventions import find_eo_real, get_config, seed_everything, select_device
-from aef_lit.reconstruction import model_for
+from aef_lit.model import build_model
 from aef_lit.sampling import training_dataset
 from aef_lit.text import captions_for, text_available
 
@@ -227,9 +227,11 @@ if data == "auto" and find_eo_real(required=False) is None:
     print("real samples absent: using the synthetic generator (set $AEF_EO_REAL to use them)")
 ds = training_dataset(data, sites=("portugal", "hungary", "sweden"), tile=get_config(preset).tile, frames=8, seed=seed)
 cfg = get_config(preset, sources=ds.specs)
-model = model_for(cfg).to(device)
+torch.manual_seed(seed)
+model = build_model(cfg).to(device)
 objective = AEFObjective(cfg).to(device)
-print("model:", type(model).__name__, "| text extra installed:", text_available())
+print("model:", type(model).__name__, model.parameter_counts()["total"], "parameters | text extra installed:",
+      text_available())
 
 
 def real_batch(step: int):
@@ -252,9 +254,17 @@ if float(terms["text_active"]):
     assert float(terms["text"].detach()) > 0, "the text term must not be identically zero"
 terms["total"].backward()
 assert objective.text.logit_scale.grad is not None
-assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())  # every weight learns
 
 # %% [markdown]
+# With chapter 14's untrained tiny `AEF` (336,637 parameters, `seed = 0`) the terms on this
+# batch are: reconstruction 1.2325 (Sentinel-2 L1 1.201, elevation 0.508, land-cover
+# cross-entropy 2.119, about $\ln 8$), uniformity 0.8668 (embeddings of different tiles
+# still nearly parallel), consistency 0.0088 (the student keeps 48 % of the teacher's
+# frames), text 0.7692; total 1.1921 with the normalised weights. One backward pass gives
+# every parameter of the model a non-zero gradient (the check above), and the text head and
+# temperature get theirs.
+#
 # Without captions (or without the `text` extra and a cache), the d-term is 0 and the
 # objective says so once; everything else is unchanged.
 
@@ -290,7 +300,8 @@ for step in range(steps):
     log_rows.append({k: float(v.detach()) for k, v in terms.items()})
 hist = pd.DataFrame(log_rows)
 assert np.isfinite(hist[["total", "reconstruction", "uniformity", "consistency", "text"]].values).all()
-print(hist[["total", "reconstruction", "uniformity", "consistency", "text", "logit_scale"]].iloc[[0, -1]].round(4))
+cols = ["total", "reconstruction", "uniformity", "consistency", "text", "logit_scale"]
+print(pd.DataFrame({"first 5 steps": hist[cols].iloc[:5].mean(), "last 5 steps": hist[cols].iloc[-5:].mean()}).round(4))
 
 fig, ax = plt.subplots(1, 4, figsize=(13, 3))
 for a, k in zip(ax, ["reconstruction", "uniformity", "consistency", "text"]):
@@ -302,6 +313,13 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# Averaged over the first and the last five of the 20 steps (single steps are noisy: each
+# sees four new tiles), the total falls from 1.051 to 0.902, reconstruction from 1.091 to
+# 0.948, uniformity from 0.659 to 0.360 (the embeddings of different tiles start to spread
+# out) and text from 0.870 to 0.429, while consistency stays about 0.02 (0.021, then 0.022)
+# and the CLIP temperature barely moves (logit scale 14.27, then 14.21). Twenty steps is
+# not training; it shows every term is live and moves the way it should.
+#
 # **Summary.** `AEFObjective(cfg)(model, batch, captions, generator)` returns the weighted
 # total and the four terms (and per-source diagnostics), with the weights divided by their
 # sum. It costs two encoder passes per step (teacher and student), one `summarise` with
