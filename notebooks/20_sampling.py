@@ -213,10 +213,12 @@ class TileDataset(Dataset):
         tile: L; frames: frames per input source; seed: the stream's seed.
         stats: normalisation statistics (chapter 3); None = `DEFAULT_STATS`, the global
             statistics every chapter normalises with (so the trained model needs no extra file).
+        gain: radiometric augmentation: each optical band of a row is multiplied by
+            exp(u), u ~ U(-gain, gain), the same factor for all its frames (0 = off).
     """
 
     def __init__(self, samples: Sequence[Sample], tile: int = 32, frames: int = 8, seed: int = 0,
-                 min_span_days: float = 60.0, min_valid: float = 0.05, stats=None):
+                 min_span_days: float = 60.0, min_valid: float = 0.05, stats=None, gain: float = 0.0):
         from aef_lit.preprocess import DEFAULT_STATS
 
         self.samples = list(samples)
@@ -225,7 +227,7 @@ class TileDataset(Dataset):
             raise ValueError(f"training sites must share their sources, got {[sorted(n) for n in names]}")
         self.specs: tuple[SourceSpec, ...] = _data.model_sources(self.samples)
         self.tile, self.frames, self.seed = tile, frames, seed
-        self.min_span_days, self.min_valid = min_span_days, min_valid
+        self.min_span_days, self.min_valid, self.gain = min_span_days, min_valid, gain
         self.stats = DEFAULT_STATS if stats is None else stats
 
     def __len__(self) -> int:  # a virtual, unbounded dataset; len() for tools that ask
@@ -234,7 +236,8 @@ class TileDataset(Dataset):
     def __getitem__(self, key: int) -> Sample:
         rng = row_generator(self.seed, int(key))
         sample = self.samples[int(rng.integers(len(self.samples)))]
-        return cut_row(sample, rng, self.tile, self.frames, self.min_span_days, self.min_valid)
+        row = cut_row(sample, rng, self.tile, self.frames, self.min_span_days, self.min_valid)
+        return augment_gain(row, rng, self.gain) if self.gain > 0 else row
 
     @property
     def frames_per_source(self) -> dict[str, int]:
@@ -283,10 +286,27 @@ def tile_stream(ds: TileDataset, batch_size: int, start: int = 0, rank: int = 0,
 
 
 def training_dataset(data: str = "auto", sites: Sequence[str] = ("portugal", "hungary"), tile: int = 32,
-                     frames: int = 8, seed: int = 0, min_span_days: float = 60.0, stats=None) -> TileDataset:
+                     frames: int = 8, seed: int = 0, min_span_days: float = 60.0, stats=None,
+                     gain: float = 0.0) -> TileDataset:
     """`load_sites` + `TileDataset` in one call (what chapter 21's trainer uses)."""
     return TileDataset(load_sites(data, sites, seed=seed), tile=tile, frames=frames, seed=seed,
-                       min_span_days=min_span_days, stats=stats)
+                       min_span_days=min_span_days, stats=stats, gain=gain)
+
+
+def augment_gain(row: Sample, rng: np.random.Generator, gain: float) -> Sample:
+    """Multiply each optical band of a row by exp(U(-gain, gain)) (one factor per band and row).
+
+    Two sites differ in brightness as much as in anything else; with only two training
+    sites a model can memorise each site's typical spectra instead of reading the pixel's
+    own frames. Random gains make the input's own level the only reliable clue.
+    """
+    out = {}
+    for name, fr in row.sources.items():
+        if row.specs[name].modality == "optical":
+            g = np.exp(rng.uniform(-gain, gain, size=(1, fr.C, 1, 1))).astype(np.float32)
+            fr = SourceFrames(fr.values * g, fr.times, fr.valid, fr.meta, fr.name)
+        out[name] = fr
+    return Sample(row.site, row.grid, out, dict(row.specs), labels=row.labels, captions=row.captions)
 
 
 def random_period(t: np.ndarray | torch.Tensor, rng: np.random.Generator, min_days: float = 4.0

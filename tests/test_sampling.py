@@ -122,3 +122,18 @@ def test_real_geotiff_stack_tiles(eo_real):
     ds = training_dataset("greenearthnet_geotiff", ("sweden",), tile=32, frames=4, seed=0)
     row = ds[0]
     assert row.grid.shape == (32, 32) and 1 <= row.sources["s2"].T <= 4
+
+
+def test_gain_augmentation_scales_optical_bands_only(synth_ds):
+    aug = TileDataset(synth_ds.samples, tile=16, frames=4, seed=3, gain=0.4)
+    for k in range(5):
+        a, b = synth_ds[k], aug[k]
+        assert a.labels == b.labels, "same window and frames as without augmentation"
+        assert np.array_equal(a.sources["dem"].values, b.sources["dem"].values)
+        s2a, s2b = a.sources["s2"], b.sources["s2"]
+        ok = s2a.values > 1e-3
+        ratio = s2b.values[ok] / s2a.values[ok]
+        assert np.all((ratio > np.exp(-0.4) - 1e-4) & (ratio < np.exp(0.4) + 1e-4))
+        per_band = s2b.values.sum((0, 2, 3)) / s2a.values.sum((0, 2, 3))
+        assert np.allclose(s2b.values, s2a.values * per_band[None, :, None, None], rtol=1e-4, atol=1e-6)
+    assert np.array_equal(aug[2].sources["s2"].values, aug[2].sources["s2"].values), "deterministic"
