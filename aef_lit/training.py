@@ -752,11 +752,12 @@ def _final_terms(rows: list[dict[str, str]], frac: float = 0.05) -> dict[str, fl
 
 
 def ship(run_dir: str | Path, out_dir: str | Path | None = None, eval_data: str = "greenearthnet",
-         eval_sites: Sequence[str] = ("sweden",), rows: int = 128, hardware: str = "", notes: str = ""
-         ) -> dict[str, Any]:
+         eval_sites: Sequence[str] = ("sweden",), rows: int = 128, hardware: str = "", notes: str = "",
+         total_steps: int | None = None, total_seconds: float | None = None) -> dict[str, Any]:
     """Turn a finished run into a shipped model folder: weights, config, card, held-out scores.
 
-    `notes` (free text, e.g. the run's history) goes into the card and the config.
+    `notes` (free text, e.g. the run's history) goes into the card and the config;
+    `total_steps` / `total_seconds` override the last run's own counts for multi-stage runs.
     """
     import platform
 
@@ -774,7 +775,7 @@ def ship(run_dir: str | Path, out_dir: str | Path | None = None, eval_data: str 
     seconds = float(rows_log[-1]["wall_s"]) if rows_log else summary.get("seconds", 0.0)
     scores = evaluate_heldout(model, eval_data, eval_sites, rows=rows, frames=tcfg.frames)
     facts = {
-        "steps": int(state["step"]), "train_seconds": round(seconds, 1),
+        "steps": int(total_steps or state["step"]), "train_seconds": round(total_seconds or seconds, 1),
         "hardware": hardware or f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "params": sum(p.numel() for p in model.parameters()),
         "final_terms": _final_terms(rows_log), "heldout": {"data": eval_data, "sites": list(eval_sites), **scores},
