@@ -1134,7 +1134,9 @@ def model_card(mcfg: ModelConfig, tcfg: TrainConfig, facts: dict[str, Any]) -> s
     ft = facts["final_terms"]
     flags = (f"--preset {tcfg.preset} --data {tcfg.data} --sites {' '.join(tcfg.sites)} --tile {mcfg.tile} "
              f"--frames {tcfg.frames} --batch-size {tcfg.batch_size} --steps {tcfg.steps} --lr {tcfg.lr:g} "
-             f"--warmup-frac {tcfg.warmup_frac:g} --seed {tcfg.seed}")
+             f"--warmup-frac {tcfg.warmup_frac:g} --seed {tcfg.seed}"
+             + (f" --gain {tcfg.gain:g}" if tcfg.gain else "") + (f" --init-from {tcfg.init_from}" if tcfg.init_from else ""))
+    stage = "the last stage: " if facts.get("notes") else ""
     return f"""# {mcfg.name} AEF model trained on GreenEarthNet (aef-lit, chapter 21)
 
 A small AlphaEarth Foundations model (Brown et al. 2025, arXiv 2507.22291) as re-implemented
@@ -1159,14 +1161,14 @@ It is a teaching artefact: tiny, trained briefly on two sites. Do not use it for
   were fitted on all real samples including it (8 numbers per band; a negligible leak).
 
 ## Training
-- {facts['steps']} steps of batch {tcfg.batch_size} (x{tcfg.grad_accum} accumulation), Adam, peak lr {tcfg.lr:g},
+- {facts['steps']} steps in all ({stage}{tcfg.steps} steps of batch {tcfg.batch_size} x {tcfg.grad_accum} accumulation), Adam, peak lr {tcfg.lr:g},
   linear warm-up over {warmup_steps(tcfg.steps, tcfg.warmup_frac)} steps then linear decay to 0, clip {tcfg.clip:g},
   seed {tcfg.seed}; loss weights of the paper (1, 0.05, 0.02, 0.001, normalised).
 - wall time {facts['train_seconds'] / 60:.1f} min on {facts['hardware']}.
 - final loss terms (mean of the last 5 % of steps): total {ft['total']:.4f}, reconstruction
   {ft['reconstruction']:.4f}, uniformity {ft['uniformity']:.4f}, consistency {ft['consistency']:.4f},
   text {ft['text']:.4f}.
-- reproduce: `aef-train {flags} --out-dir runs/ship`, then
+- reproduce ({stage.rstrip(": ") or "the run"}): `aef-train {flags} --out-dir runs/ship`, then
   `python -c "from aef_lit.training import ship; ship('runs/ship')"`.
 
 ## Held-out reconstruction ({', '.join(h['sites'])}, {h['rows']} rows, {h['pixels']:,} clear pixels)
