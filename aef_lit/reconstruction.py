@@ -181,8 +181,3 @@ def reconstruct(model: AEF, batch: Batch, generator: torch.Generator | None = No
     mu = model.summarise(enc, held.periods)
     z = model.sample(mu, generator=generator)
     return decode_targets(model, z, held), mu, held
-
-
-def model_for(cfg: ModelConfig) -> AEF:
-    """Deprecated alias of chapter 14's `build_model(cfg)`."""
-    return build_model(cfg)

@@ -386,11 +386,11 @@ class TrainResult:
 def build_model_and_objective(cfg: TrainConfig, specs: Sequence[SourceSpec]) -> tuple[ModelConfig, nn.Module, nn.Module]:
     """The preset's model for the data's sources (chapter 14), and chapter 19's objective."""
     from aef_lit.objective import AEFObjective
-    from aef_lit.reconstruction import model_for  # build_model, or a logged stand-in without it
+    from aef_lit.model import build_model
 
     base = get_config(cfg.preset)
     model_cfg = base.replace(tile=cfg.tile or base.tile, sources=tuple(specs))
-    model = model_for(model_cfg)
+    model = build_model(model_cfg)
     return model_cfg, model, AEFObjective(model_cfg)
 
 

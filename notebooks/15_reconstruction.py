@@ -305,17 +305,6 @@ def reconstruct(model: AEF, batch: Batch, generator: torch.Generator | None = No
 
 
 # %% [markdown]
-# The model is chapter 14's `AEF`, built with `build_model(cfg)`. `model_for(cfg)` is a
-# deprecated alias of it, kept only until chapter 21 stops importing it.
-
-# %%
-#| export
-def model_for(cfg: ModelConfig) -> AEF:
-    """Deprecated alias of chapter 14's `build_model(cfg)`."""
-    return build_model(cfg)
-
-
-# %% [markdown]
 # ## On a real batch
 #
 # Four 32 × 32 tiles cut from the GreenEarthNet minicubes (Portugal, Hungary, Sweden;

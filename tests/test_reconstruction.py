@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from aef_lit.conventions import SourceSpec, random_batch
 from aef_lit.model import AEF, build_model
 from aef_lit.reconstruction import (
-    MIN_PERIOD_DAYS, HeldOut, hold_out, model_for, pick_frames, pixel_errors, random_periods_containing,
+    MIN_PERIOD_DAYS, HeldOut, hold_out, pick_frames, pixel_errors, random_periods_containing,
     reconstruct, reconstruction_loss,
 )
 
@@ -164,8 +164,3 @@ def test_reconstruction_loss_trains_the_model(tiny_cfg):
     total.backward()
     for part in (model.projection, model.encoder, model.summariser, model.decoders):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
-
-
-def test_model_for_is_build_model(tiny_cfg):
-    model = model_for(tiny_cfg)
-    assert type(model) is AEF and model.cfg == tiny_cfg
