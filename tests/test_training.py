@@ -338,7 +338,7 @@ def test_shipped_model_loads_embeds_a_real_tile_and_beats_the_temporal_mean(eo_r
 
 @pytest.mark.real
 @pytest.mark.xfail(reason="open problem: the CPU-trained tiny model does not yet beat the per-pixel temporal "
-                          "mean on held-out Swedish frames (see MODEL_CARD.md)", strict=False)
+                          "mean on held-out Swedish frames (see MODEL_CARD.md)", strict=True)
 def test_shipped_model_beats_the_temporal_mean_on_an_unseen_site(eo_real):
     from aef_lit.training import PRETRAINED, evaluate_heldout, load_pretrained
 
