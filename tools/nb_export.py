@@ -15,10 +15,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from pathlib import Path
+
+from _venv import reexec_in_venv  # tools/_venv.py (this script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
@@ -79,19 +80,8 @@ def _targets(paths: list[str]) -> list[Path]:
     return sorted(NB_DIR.glob("[0-9][0-9]_*.py"))
 
 
-def _reexec_in_venv() -> None:
-    """Without jupytext here (a bare system python), re-run under the project's venv."""
-    try:
-        import jupytext  # noqa: F401
-    except ImportError:
-        venv_py = ROOT / os.environ.get("AEF_VENV", ".venv") / "bin" / "python"
-        if venv_py.exists() and Path(sys.prefix).resolve() != venv_py.parent.parent.resolve():
-            os.execv(str(venv_py), [str(venv_py), *sys.argv])
-        raise SystemExit("jupytext is missing: run `bash tools/setup_venv.sh` first")
-
-
 def main(argv: list[str] | None = None) -> int:
-    _reexec_in_venv()
+    reexec_in_venv()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("notebooks", nargs="*", help="notebooks to export (default: all)")
     ap.add_argument("--check", action="store_true", help="report drift, write nothing, exit 1 on drift")

@@ -15,11 +15,12 @@ has silently overwritten edits in the `.py` (see TOOLCHAIN.md).
 from __future__ import annotations
 
 import argparse
-import os
 import hashlib
 import json
 import sys
 from pathlib import Path
+
+from _venv import reexec_in_venv  # tools/_venv.py (this script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
@@ -81,19 +82,8 @@ def compare(py: Path, ipynb: Path) -> list[str]:
     return problems
 
 
-def _reexec_in_venv() -> None:
-    """Without jupytext here (a bare system python), re-run under the project's venv."""
-    try:
-        import jupytext  # noqa: F401
-    except ImportError:
-        venv_py = ROOT / os.environ.get("AEF_VENV", ".venv") / "bin" / "python"
-        if venv_py.exists() and Path(sys.prefix).resolve() != venv_py.parent.parent.resolve():
-            os.execv(str(venv_py), [str(venv_py), *sys.argv])
-        raise SystemExit("jupytext is missing: run `bash tools/setup_venv.sh` first")
-
-
 def main(argv: list[str] | None = None) -> int:
-    _reexec_in_venv()
+    reexec_in_venv()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("notebooks", nargs="*")
     ap.add_argument("--check", action="store_true")
