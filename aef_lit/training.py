@@ -36,10 +36,13 @@ TERMS = ("total", "reconstruction", "uniformity", "consistency", "text")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a training run (the model's shape is the preset's).
+    """Everything that defines a training run (the model's shape is the preset's, plus overrides).
 
     Attributes:
         preset: model preset (`tiny`, `small`, `paper`, see chapter 1).
+        model_overrides: a JSON object of `ModelConfig` fields that replace the preset's,
+            e.g. `'{"d_precision": 64, "decoder_hidden": 128}'` ("" = none). `tile` and
+            `sources` are not allowed here: they come from `tile` and the data.
         steps: optimiser steps of the whole run (the schedule reaches 0 at the last one).
         batch_size: rows per micro-batch and process.
         grad_accum: micro-batches per optimiser step (effective batch =
@@ -74,6 +77,7 @@ class TrainConfig:
     """
 
     preset: str = "tiny"
+    model_overrides: str = ""
     steps: int = 1000
     batch_size: int = 8
     grad_accum: int = 1
@@ -112,6 +116,24 @@ class TrainConfig:
             raise ValueError("checkpoint_every must be >= 1 (a checkpoint every step is the port's mistake, §12)")
         if self.tile and self.tile % 16:
             raise ValueError(f"tile must be a multiple of 16, got {self.tile}")
+        self.overrides()  # fail at parse time, not after the data has loaded
+
+    def overrides(self) -> dict[str, Any]:
+        """`model_overrides` parsed and checked against `ModelConfig`'s fields."""
+        if not self.model_overrides.strip():
+            return {}
+        try:
+            d = json.loads(self.model_overrides)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"model_overrides is not valid JSON ({err}): {self.model_overrides!r}") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"model_overrides must be a JSON object, got {self.model_overrides!r}")
+        known = {f.name for f in fields(ModelConfig)} - {"tile", "sources", "name"}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown or reserved ModelConfig fields in model_overrides: {sorted(unknown)}; "
+                             f"allowed: {sorted(known)}")
+        return d
 
     def replace(self, **changes) -> "TrainConfig":
         return replace(self, **changes)
@@ -388,7 +410,7 @@ def build_model_and_objective(cfg: TrainConfig, specs: Sequence[SourceSpec]) -> 
     from aef_lit.objective import AEFObjective
     from aef_lit.model import build_model
 
-    base = get_config(cfg.preset)
+    base = get_config(cfg.preset, **cfg.overrides())
     model_cfg = base.replace(tile=cfg.tile or base.tile, sources=tuple(specs))
     model = build_model(model_cfg)
     return model_cfg, model, AEFObjective(model_cfg)
@@ -795,6 +817,7 @@ def model_card(mcfg: ModelConfig, tcfg: TrainConfig, facts: dict[str, Any]) -> s
     flags = (f"--preset {tcfg.preset} --data {tcfg.data} --sites {' '.join(tcfg.sites)} --tile {mcfg.tile} "
              f"--frames {tcfg.frames} --batch-size {tcfg.batch_size} --steps {tcfg.steps} --lr {tcfg.lr:g} "
              f"--warmup-frac {tcfg.warmup_frac:g} --seed {tcfg.seed}"
+             + (f" --model-overrides '{tcfg.model_overrides}'" if tcfg.model_overrides else "")
              + (f" --gain {tcfg.gain:g}" if tcfg.gain else "") + (f" --init-from {tcfg.init_from}" if tcfg.init_from else ""))
     stage = "the last stage: " if facts.get("notes") else ""
     return f"""# {mcfg.name} AEF model trained on GreenEarthNet (aef-lit, chapter 21)

@@ -61,7 +61,10 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
 # flags map onto its fields one to one (the CLI at the end of this chapter is generated
 # from the dataclass, so the two cannot drift apart). The model's own shape stays in
 # `ModelConfig` (chapter 1): a run names a `preset`, and its tile size and source list come
-# from the run (`tile`) and from the data (the sources the sampler found).
+# from the run (`tile`) and from the data (the sources the sampler found). To try a
+# different width without inventing a preset, `model_overrides` takes a JSON object of
+# `ModelConfig` fields (`--model-overrides '{"d_precision": 64}'`); the checkpoint and the
+# shipped `config.json` record the resulting `ModelConfig` in full.
 #
 # The paper's settings (`AEF_NOTES.md` §8): Adam, learning rate rising linearly from 0 to
 # $10^{-4}$ over the first 1,000 steps and falling linearly to 0 at step 100,000, batches
@@ -108,10 +111,13 @@ TERMS = ("total", "reconstruction", "uniformity", "consistency", "text")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a training run (the model's shape is the preset's).
+    """Everything that defines a training run (the model's shape is the preset's, plus overrides).
 
     Attributes:
         preset: model preset (`tiny`, `small`, `paper`, see chapter 1).
+        model_overrides: a JSON object of `ModelConfig` fields that replace the preset's,
+            e.g. `'{"d_precision": 64, "decoder_hidden": 128}'` ("" = none). `tile` and
+            `sources` are not allowed here: they come from `tile` and the data.
         steps: optimiser steps of the whole run (the schedule reaches 0 at the last one).
         batch_size: rows per micro-batch and process.
         grad_accum: micro-batches per optimiser step (effective batch =
@@ -146,6 +152,7 @@ class TrainConfig:
     """
 
     preset: str = "tiny"
+    model_overrides: str = ""
     steps: int = 1000
     batch_size: int = 8
     grad_accum: int = 1
@@ -184,6 +191,24 @@ class TrainConfig:
             raise ValueError("checkpoint_every must be >= 1 (a checkpoint every step is the port's mistake, §12)")
         if self.tile and self.tile % 16:
             raise ValueError(f"tile must be a multiple of 16, got {self.tile}")
+        self.overrides()  # fail at parse time, not after the data has loaded
+
+    def overrides(self) -> dict[str, Any]:
+        """`model_overrides` parsed and checked against `ModelConfig`'s fields."""
+        if not self.model_overrides.strip():
+            return {}
+        try:
+            d = json.loads(self.model_overrides)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"model_overrides is not valid JSON ({err}): {self.model_overrides!r}") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"model_overrides must be a JSON object, got {self.model_overrides!r}")
+        known = {f.name for f in fields(ModelConfig)} - {"tile", "sources", "name"}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown or reserved ModelConfig fields in model_overrides: {sorted(unknown)}; "
+                             f"allowed: {sorted(known)}")
+        return d
 
     def replace(self, **changes) -> "TrainConfig":
         return replace(self, **changes)
@@ -604,7 +629,7 @@ def build_model_and_objective(cfg: TrainConfig, specs: Sequence[SourceSpec]) -> 
     from aef_lit.objective import AEFObjective
     from aef_lit.model import build_model
 
-    base = get_config(cfg.preset)
+    base = get_config(cfg.preset, **cfg.overrides())
     model_cfg = base.replace(tile=cfg.tile or base.tile, sources=tuple(specs))
     model = build_model(model_cfg)
     return model_cfg, model, AEFObjective(model_cfg)
@@ -1135,6 +1160,7 @@ def model_card(mcfg: ModelConfig, tcfg: TrainConfig, facts: dict[str, Any]) -> s
     flags = (f"--preset {tcfg.preset} --data {tcfg.data} --sites {' '.join(tcfg.sites)} --tile {mcfg.tile} "
              f"--frames {tcfg.frames} --batch-size {tcfg.batch_size} --steps {tcfg.steps} --lr {tcfg.lr:g} "
              f"--warmup-frac {tcfg.warmup_frac:g} --seed {tcfg.seed}"
+             + (f" --model-overrides '{tcfg.model_overrides}'" if tcfg.model_overrides else "")
              + (f" --gain {tcfg.gain:g}" if tcfg.gain else "") + (f" --init-from {tcfg.init_from}" if tcfg.init_from else ""))
     stage = "the last stage: " if facts.get("notes") else ""
     return f"""# {mcfg.name} AEF model trained on GreenEarthNet (aef-lit, chapter 21)

@@ -59,6 +59,24 @@ def test_cli_flags_override_file(tmp_path):
     assert "--checkpoint-every" in build_parser().format_help()
 
 
+def test_model_overrides_change_the_built_model_and_refuse_bad_json():
+    from aef_lit.data import GREENEARTHNET_S2
+    from aef_lit.training import build_model_and_objective
+
+    cfg, _ = config_from_args(["--model-overrides", '{"d_precision": 32, "decoder_hidden": 48}', "--tile", "16"])
+    mcfg, model, _ = build_model_and_objective(cfg, (GREENEARTHNET_S2,))
+    base, base_model, _ = build_model_and_objective(TrainConfig(tile=16), (GREENEARTHNET_S2,))
+    assert (mcfg.d_precision, mcfg.decoder_hidden, mcfg.tile) == (32, 48, 16)
+    assert (base.d_precision, base.decoder_hidden) == (get_config("tiny").d_precision, get_config("tiny").decoder_hidden)
+    assert model.summariser.pool.key.in_features == 32
+    assert sum(p.numel() for p in model.parameters()) > sum(p.numel() for p in base_model.parameters())
+    assert TrainConfig.from_dict(json.loads(cfg.to_json())) == cfg  # survives the checkpoint's JSON
+    for bad, msg in (('{"d_precison": 3}', "unknown or reserved"), ('{"tile": 32}', "reserved"),
+                     ("[64]", "JSON object"), ("{oops", "not valid JSON")):
+        with pytest.raises(ValueError, match=msg):
+            TrainConfig(model_overrides=bad)
+
+
 # --- checkpoints ----------------------------------------------------------------------------------
 def _net_and_opt():
     net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
