@@ -820,6 +820,7 @@ def model_card(mcfg: ModelConfig, tcfg: TrainConfig, facts: dict[str, Any]) -> s
              + (f" --model-overrides '{tcfg.model_overrides}'" if tcfg.model_overrides else "")
              + (f" --gain {tcfg.gain:g}" if tcfg.gain else "") + (f" --init-from {tcfg.init_from}" if tcfg.init_from else ""))
     stage = "the last stage: " if facts.get("notes") else ""
+    over = f" with `model_overrides` {tcfg.model_overrides}" if tcfg.model_overrides else ""
     return f"""# {mcfg.name} AEF model trained on GreenEarthNet (aef-lit, chapter 21)
 
 A small AlphaEarth Foundations model (Brown et al. 2025, arXiv 2507.22291) as re-implemented
@@ -827,7 +828,7 @@ in aef-lit, trained on a CPU so that the book can show real embeddings without t
 It is a teaching artefact: tiny, trained briefly on two sites. Do not use it for mapping.
 
 ## Model
-- preset `{mcfg.name}`: {mcfg.n_blocks} STP blocks, widths space {mcfg.d_space} / time {mcfg.d_time} /
+- preset `{mcfg.name}`{over}: {mcfg.n_blocks} STP blocks, widths space {mcfg.d_space} / time {mcfg.d_time} /
   precision {mcfg.d_precision}, tile L = {mcfg.tile}, embedding E = {mcfg.embed_dim}, kappa = {mcfg.kappa:g};
   {facts['params']:,} parameters; float32 safetensors.
 - sources: {', '.join(f"`{s.name}` ({s.role}, {s.modality}, {len(s.bands)} band(s))" for s in mcfg.sources)}.
@@ -861,7 +862,7 @@ One Sentinel-2 frame per row is removed from the input and predicted at its inst
 | estimate | L1 (normalised units) | L1 (reflectance) |
 |---|---|---|
 | this model | {h['model']:.4f} | {h['model_refl']:.4f} |
-| per-pixel temporal mean of the input frames | {h['temporal_mean']:.4f} | {h['temporal_mean_refl']:.4f} |
+| per-pixel temporal mean of the clear input frames | {h['temporal_mean']:.4f} | {h['temporal_mean_refl']:.4f} |
 | per-pixel nearest clear input frame in time | {h['nearest_frame']:.4f} | {h['nearest_frame_refl']:.4f} |
 """ + (f"\n## Notes\n{facts['notes']}\n" if facts.get("notes") else "")
 

@@ -1163,6 +1163,7 @@ def model_card(mcfg: ModelConfig, tcfg: TrainConfig, facts: dict[str, Any]) -> s
              + (f" --model-overrides '{tcfg.model_overrides}'" if tcfg.model_overrides else "")
              + (f" --gain {tcfg.gain:g}" if tcfg.gain else "") + (f" --init-from {tcfg.init_from}" if tcfg.init_from else ""))
     stage = "the last stage: " if facts.get("notes") else ""
+    over = f" with `model_overrides` {tcfg.model_overrides}" if tcfg.model_overrides else ""
     return f"""# {mcfg.name} AEF model trained on GreenEarthNet (aef-lit, chapter 21)
 
 A small AlphaEarth Foundations model (Brown et al. 2025, arXiv 2507.22291) as re-implemented
@@ -1170,7 +1171,7 @@ in aef-lit, trained on a CPU so that the book can show real embeddings without t
 It is a teaching artefact: tiny, trained briefly on two sites. Do not use it for mapping.
 
 ## Model
-- preset `{mcfg.name}`: {mcfg.n_blocks} STP blocks, widths space {mcfg.d_space} / time {mcfg.d_time} /
+- preset `{mcfg.name}`{over}: {mcfg.n_blocks} STP blocks, widths space {mcfg.d_space} / time {mcfg.d_time} /
   precision {mcfg.d_precision}, tile L = {mcfg.tile}, embedding E = {mcfg.embed_dim}, kappa = {mcfg.kappa:g};
   {facts['params']:,} parameters; float32 safetensors.
 - sources: {', '.join(f"`{s.name}` ({s.role}, {s.modality}, {len(s.bands)} band(s))" for s in mcfg.sources)}.
@@ -1204,7 +1205,7 @@ One Sentinel-2 frame per row is removed from the input and predicted at its inst
 | estimate | L1 (normalised units) | L1 (reflectance) |
 |---|---|---|
 | this model | {h['model']:.4f} | {h['model_refl']:.4f} |
-| per-pixel temporal mean of the input frames | {h['temporal_mean']:.4f} | {h['temporal_mean_refl']:.4f} |
+| per-pixel temporal mean of the clear input frames | {h['temporal_mean']:.4f} | {h['temporal_mean_refl']:.4f} |
 | per-pixel nearest clear input frame in time | {h['nearest_frame']:.4f} | {h['nearest_frame_refl']:.4f} |
 """ + (f"\n## Notes\n{facts['notes']}\n" if facts.get("notes") else "")
 
@@ -1272,8 +1273,8 @@ real_data = data in ("auto", "greenearthnet") and find_eo_real(required=False) i
 eval_data, eval_sites = ("greenearthnet", ("sweden",)) if real_data else ("synthetic", ("held_out",))
 
 
-def show_reconstructions(model, title, n=4):
-    ds_eval = training_dataset(eval_data, eval_sites, tile=model.cfg.tile, frames=8, seed=99)
+def show_reconstructions(model, title, n=4, sites=None):
+    ds_eval = training_dataset(eval_data, sites or eval_sites, tile=model.cfg.tile, frames=8, seed=99)
     b = next(tile_stream(ds_eval, n))
     r = heldout_errors(model, b, generator=step_generator(99, 0))
     spec = model.cfg.source("s2")
@@ -1307,12 +1308,14 @@ show_reconstructions(result.model, f"after {result.step} steps ({eval_sites[0]},
 # %% [markdown]
 # ## The shipped model
 #
-# `data/models/aef-tiny-greenearthnet/` holds a `tiny` model trained with this chapter's
-# CLI on GreenEarthNet Portugal and Hungary for much longer than the run above (its
-# `MODEL_CARD.md` lists the data, steps, time, hardware and final loss terms; its
-# `metrics.csv` the whole training curve). Here we load it with `load_pretrained()`, check
-# that it embeds a real tile into unit vectors, and score it on held-out frames of Sweden
-# against the two baselines, on the same frames and pixels.
+# `data/models/aef-tiny-greenearthnet/` holds a `tiny` model with a wider precision path
+# (`--model-overrides '{"d_precision": 64, "decoder_hidden": 128}'`, 0.8M parameters),
+# trained with this chapter's CLI on GreenEarthNet Portugal and Hungary for much longer
+# than the run above (its `MODEL_CARD.md` lists the data, steps, time, hardware and final
+# loss terms; its `metrics.csv` the last stage's training curve). Here we load it with
+# `load_pretrained()`, check that it embeds a real tile into unit vectors, and score it on
+# held-out frames of every GreenEarthNet site against the two baselines, on the same frames
+# and pixels: its held-out site (Sweden, named in its `config.json`) and its training sites.
 
 # %%
 if (PRETRAINED / "model.safetensors").exists():
@@ -1334,45 +1337,133 @@ else:
 # %%
 if shipped is not None and real_data:
     from aef_lit.model import embed
+    from aef_lit.sampling import GREENEARTHNET_SITES
 
-    ds_sw = training_dataset("greenearthnet", ("sweden",), tile=shipped_cfg.tile, frames=8, seed=5)
-    tile_batch = ds_sw.collate([ds_sw[0]])
+    held_sites = tuple(facts["heldout"]["sites"])
+    train_sites = tuple(facts["train_config"]["sites"])
+    ds_held = training_dataset("greenearthnet", held_sites, tile=shipped_cfg.tile, frames=8, seed=5)
+    tile_batch = ds_held.collate([ds_held[0]])
     t = tile_batch["s2"].t[tile_batch["s2"].frame_mask]
     periods = torch.tensor([[[float(t.min()), float(t.max()) + 1.0]]], dtype=torch.float64)
     with torch.no_grad():
         emb = embed(shipped, tile_batch, periods)
-    print("embedding", tuple(emb.shape))
+    print("embedding", tuple(emb.shape), "trained on", train_sites, "held out", held_sites)
     assert torch.allclose(emb.norm(dim=2), torch.ones(()), atol=1e-4), "unit vectors on S^63"
-    scores = evaluate_heldout(shipped, "greenearthnet", ("sweden",), rows=64, frames=8)
-    table = pd.DataFrame({
-        "L1 (normalised)": [scores["model"], scores["temporal_mean"], scores["nearest_frame"]],
-        "L1 (reflectance)": [scores["model_refl"], scores["temporal_mean_refl"], scores["nearest_frame_refl"]],
-    }, index=["shipped model", "temporal mean", "nearest frame"])
-    show_reconstructions(shipped, "shipped model on Sweden (never seen in training)")
-    in_domain = evaluate_heldout(shipped, "greenearthnet", ("portugal",), rows=64, frames=8)
-    table["L1 on Portugal (a training site)"] = [in_domain["model"], in_domain["temporal_mean"],
-                                                 in_domain["nearest_frame"]]
-    display(table.round(4))
-    beats = scores["model"] < scores["temporal_mean"]
-    print("beats the temporal mean on Sweden:", beats)
+    rows = {}
+    for site in GREENEARTHNET_SITES:
+        sc = evaluate_heldout(shipped, "greenearthnet", (site,), rows=64, frames=8)
+        rows[site] = {"role": "held out" if site in held_sites else "training",
+                      "model": sc["model"], "temporal mean": sc["temporal_mean"],
+                      "nearest frame": sc["nearest_frame"], "model (reflectance)": sc["model_refl"],
+                      "temporal mean (reflectance)": sc["temporal_mean_refl"]}
+    table = pd.DataFrame(rows).T
+    numeric = [c for c in table.columns if c != "role"]
+    table[numeric] = table[numeric].astype(float).round(4)
+    display(table)
+    held_row = rows[held_sites[0]]
+    print(f"on {held_sites[0]}: model {held_row['model']:.4f} vs temporal mean {held_row['temporal mean']:.4f}, "
+          f"an error {100 * (held_row['model'] / held_row['temporal mean'] - 1):+.1f} % relative to the mean")
+    show_reconstructions(shipped, f"shipped model on {held_sites[0]} (never seen in training)", sites=held_sites)
 
 # %% [markdown]
-# **What we found, honestly.** The shipped model embeds real tiles and reconstructs
-# held-out frames with the right spatial structure (blurred: a 64-d summary per pixel of a
-# whole period). On its training sites it is on a par with the per-pixel temporal mean
-# (Portugal, table above), and the nearest clear frame beats both. On Sweden, a site it
-# never saw (boreal forest in spring, darker than anything in Portugal or Hungary), it is
-# still **worse than the temporal mean** (about 0.32 against 0.24) after the
-# training we could afford (a few thousand steps of a 0.34M-parameter model on a shared
-# 2-core CPU; the paper ran 100,000 steps of batch 256 on 512 TPUs). Our diagnosis, from
-# the intermediate checkpoints: the first stage (no augmentation) predicted an almost
-# constant, Portugal-like level on Swedish tiles (correlation with the truth below 0.25),
-# i.e. it had memorised the two training sites' typical spectra instead of reading the
-# pixel's own frames (Swedish L1 0.75); random per-band gains (chapter 20's `gain`) and
-# more steps brought it to 0.43, then 0.32, and it was still falling. Closing the gap needs more sites (the
-# domain shift), more steps, and probably the `small` preset's wider precision path (the
-# tiny preset squeezes each 2 x 2 patch of 4 bands into 16 channels): an open problem we
-# leave to a GPU run (next section). The card lists the whole run history.
+# ### What the trained summariser attends to
+#
+# Chapter 11 showed an *untrained* summariser spreading its attention almost uniformly
+# over a pixel's frames. Here is the shipped model on a tile of its held-out site: the
+# attention weights (mean over heads) of one pixel for three periods, the first and second
+# half of the row's span and the whole span. A useful summariser should have learned to
+# weight the frames inside the period more, and to give little weight to cloudy frames
+# (crosses: frames whose pixel is cloudy or shadowed in the minicube mask, which the model
+# never sees).
+
+# %%
+if shipped is not None and real_data:
+    b1 = ds_held.collate([ds_held[3]])
+    sb1 = b1["s2"]
+    tt1 = sb1.t[0][sb1.frame_mask[0]]
+    lo, hi = float(tt1.min()), float(tt1.max()) + 1.0
+    mid = (lo + hi) / 2
+    three = torch.tensor([[[lo, mid], [mid, hi], [lo, hi]]], dtype=torch.float64)
+    with torch.no_grad():
+        enc1 = shipped.encode(b1)
+        _, attn = shipped.summariser(enc1.features, enc1.t, enc1.mask, three, return_attention=True)
+    weights_px = attn[0].mean((-1, -2)).numpy()  # P T: averaged over the L/2 grid of the tile
+    i, j = shipped_cfg.tile // 4, shipped_cfg.tile // 4
+    one_px = attn[0, :, :, i, j].numpy()
+    cloudy = (sb1.weight[0][:, 2 * i, 2 * j] == 0).numpy()
+    keep = sb1.frame_mask[0].numpy()
+    days = (sb1.t[0] - lo).numpy()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.4), sharey=True)
+    for ax, w, name in ((axes[0], one_px, f"pixel {(2 * i, 2 * j)}"), (axes[1], weights_px, "mean over the tile")):
+        for p, (color, label) in enumerate(zip(("C0", "C3", "C2"), ("first half", "second half", "whole span"))):
+            ax.bar(days[keep] + (p - 1) * 1.5, w[p][keep], width=1.5, color=color, label=label)
+        if name.startswith("pixel"):
+            ax.scatter(days[keep & cloudy], np.zeros((keep & cloudy).sum()) + 0.01, marker="x", c="k",
+                       label="cloudy at this pixel")
+        ax.axvline((mid - lo), color="0.5", ls=":", lw=1)
+        ax.set(title=f"trained attention, {name} ({held_sites[0]})", xlabel="days since first frame")
+    axes[0].set_ylabel("attention weight")
+    axes[0].legend(fontsize=7)
+    plt.tight_layout()
+    plt.show()
+    first, second = weights_px[0], weights_px[1]
+    early = days[keep] < (mid - lo)
+    print("share of attention on first-half frames: period 'first half'",
+          round(float(first[keep][early].sum() / first[keep].sum()), 3),
+          "| period 'second half'", round(float(second[keep][early].sum() / second[keep].sum()), 3))
+
+# %% [markdown]
+# Unlike chapter 11's untrained summariser, the trained one has learned to use the period:
+# on the Swedish tile measured when this chapter was written, the period "first half" put
+# 95 % of its attention (mean over the tile) on frames of the first half, while "second
+# half" put only 49 % there, and the frames the minicube marks as cloudy at the pixel got
+# almost no weight, although the model never sees the cloud mask. Where a period has few
+# clear frames of its own (the second half here), the query borrows from the nearest
+# clear frames outside it.
+
+# %% [markdown]
+# **What we found, honestly.** The shipped model embeds real tiles and, *on the sites it
+# was trained on*, beats the per-pixel temporal mean (table above: Portugal and Hungary).
+# On Sweden, a site it never saw (boreal forest in spring, darker than anything in Portugal
+# or Hungary), it is **still worse than the temporal mean** after the training we could
+# afford on a CPU, so issue 5's last criterion stays open and its test is a strict `xfail`.
+# What we measured on the way (held-out L1 in normalised units, 128 rows per site, the same
+# frames and pixels for every model; the temporal mean uses the cloud mask, the model never
+# sees it):
+#
+# | model | trained on | steps | Sweden | Portugal | Hungary |
+# |---|---|---|---|---|---|
+# | previous shipped model, `tiny` (precision width 16) | PT + HU | 8,700 | 0.324 | 0.461 | 0.455 |
+# | `tiny` + `{"d_precision": 64, "decoder_hidden": 128}`, stage 1 | PT + HU | 4,500 | 0.306 | 0.445 | 0.459 |
+# | **the same, stage 2 (shipped)** | PT + HU | 10,500 | **0.269** | 0.406 | 0.435 |
+# | the same recipe, stage 2 | PT + SE | 10,500 | 0.221 | 0.428 | **0.569** |
+# | *temporal mean of the clear input frames* | | | 0.248 | 0.445 | 0.507 |
+# | *nearest clear input frame* | | | 0.220 | 0.391 | 0.396 |
+#
+# Bold: the unseen site of each model. Four things follow:
+#
+# - **Reconstruction works where the model has seen the site.** Trained with Sweden, the
+#   same recipe reaches 0.221 on Swedish held-out frames, level with the nearest clear frame
+#   and 11 % below the temporal mean; the shipped model is 9 % and 14 % below the mean on
+#   Portugal and Hungary.
+# - **The gap is generalisation to a new site, in both directions.** Trained without
+#   Hungary, the same recipe is 12 % *worse* than the mean there. With two training sites
+#   the model partly learns each site's spectra rather than how to read any pixel's own
+#   frames. On Sweden the first shipped model predicted green and red 0.12 and 0.19 (in
+#   normalised units) too bright, i.e. pulled towards the training sites, and lost even at
+#   pixels whose input frames were all clear (0.304 against 0.248).
+# - **Clouds are part of it.** The first shipped model was level with the mean of *all* input
+#   frames, clouds included (0.320); the cloud-masked mean that the baseline uses is 0.248.
+# - **What helped, and what did not.** A wider precision path and summary
+#   (`d_precision` 16 → 64) cut the held-out error of a 1,000-step run from 0.79 to 0.61
+#   on Sweden (Portugal 0.51 → 0.48, Hungary 0.57 → 0.51). Random per-band gains
+#   (chapter 20) took the first model from 0.75 to 0.32. Neither stronger gains (±1.0,
+#   ±1.4: 0.337 and 0.335 after 1,200 more steps) nor removing the LayerNorms before the
+#   summary (0.59 against 0.61 at 1,000 steps) did much (1,000-step runs: 64 to 128 rows).
+#
+# Closing the gap needs what a CPU afternoon cannot give: many more sites (the paper trains
+# on millions of places) and far more steps (the paper: 100,000 steps of batch 256; ours:
+# 10,500 of batch 8). The next section documents the GPU recipe.
 
 # %% [markdown]
 # ## Throughput on a CPU, and the paper on accelerators

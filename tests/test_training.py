@@ -328,12 +328,14 @@ def test_shipped_model_files_are_small_and_safe():
     assert size < 8e6, f"the shipped model folder is {size / 1e6:.1f} MB"
     meta = json.loads((PRETRAINED / "config.json").read_text())
     assert {"model_config", "train_config", "steps", "final_terms", "heldout"} <= set(meta)
+    held, trained_on = meta["heldout"]["sites"], meta["train_config"]["sites"]
+    assert held and not set(held) & set(trained_on), f"held-out {held} overlaps the training sites {trained_on}"
     card = (PRETRAINED / "MODEL_CARD.md").read_text()
     assert "temporal mean" in card and "steps" in card
 
 
 @pytest.mark.real
-def test_shipped_model_loads_embeds_a_real_tile_and_beats_the_temporal_mean(eo_real):
+def test_shipped_model_loads_and_embeds_a_real_tile(eo_real):
     from aef_lit.training import PRETRAINED, evaluate_heldout, load_pretrained
 
     if not (PRETRAINED / "model.safetensors").exists():
@@ -355,13 +357,17 @@ def test_shipped_model_loads_embeds_a_real_tile_and_beats_the_temporal_mean(eo_r
 
 
 @pytest.mark.real
-@pytest.mark.xfail(reason="open problem: the CPU-trained tiny model does not yet beat the per-pixel temporal "
-                          "mean on held-out Swedish frames (see MODEL_CARD.md)", strict=True)
+@pytest.mark.xfail(reason="open problem (issue 5): the CPU-trained model does not yet beat the per-pixel temporal "
+                          "mean on its held-out site (see MODEL_CARD.md and chapter 21)", strict=True)
 def test_shipped_model_beats_the_temporal_mean_on_an_unseen_site(eo_real):
+    """Issue 5's criterion, on the held-out site the card names (never among the training sites)."""
     from aef_lit.training import PRETRAINED, evaluate_heldout, load_pretrained
 
     if not (PRETRAINED / "model.safetensors").exists():
         pytest.skip("no shipped model yet")
+    meta = json.loads((PRETRAINED / "config.json").read_text())
+    held = meta["heldout"]["sites"]
     model, _ = load_pretrained()
-    scores = evaluate_heldout(model, "greenearthnet", ("sweden",), rows=32, frames=8)
-    assert scores["model"] < scores["temporal_mean"], scores
+    scores = evaluate_heldout(model, meta["heldout"]["data"], tuple(held), rows=64, frames=8)
+    assert scores["pixels"] > 5000
+    assert scores["model"] < 0.97 * scores["temporal_mean"], scores  # clearly better, not a tie
