@@ -1447,7 +1447,9 @@ if shipped is not None and real_data:
 #   and 11 % below the temporal mean; the shipped model is 9 % and 14 % below the mean on
 #   Portugal and Hungary.
 # - **The gap is generalisation to a new site, in both directions.** Trained without
-#   Hungary, the same recipe is 12 % *worse* than the mean there. With two training sites
+#   Hungary, the same recipe is 12 % *worse* than the mean there. A third stage of the
+#   shipped run (3,000 more steps at lr 5e-4, not shipped) made it better on its training
+#   sites (Portugal 0.401, Hungary 0.428) and *worse* on Sweden (0.285). With two training sites
 #   the model partly learns each site's spectra rather than how to read any pixel's own
 #   frames. On Sweden the first shipped model predicted green and red 0.12 and 0.19 (in
 #   normalised units) too bright, i.e. pulled towards the training sites, and lost even at
