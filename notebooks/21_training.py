@@ -1408,9 +1408,11 @@ if shipped is not None and real_data:
     plt.show()
     first, second = weights_px[0], weights_px[1]
     early = days[keep] < (mid - lo)
-    print("share of attention on first-half frames: period 'first half'",
-          round(float(first[keep][early].sum() / first[keep].sum()), 3),
-          "| period 'second half'", round(float(second[keep][early].sum() / second[keep].sum()), 3))
+    share_first = float(first[keep][early].sum() / first[keep].sum())
+    share_second = float(second[keep][early].sum() / second[keep].sum())
+    print(f"share of attention on first-half frames: period 'first half' {share_first:.3f} "
+          f"| period 'second half' {share_second:.3f}")
+    assert share_first > share_second + 0.2, "the trained query should follow its period"
 
 # %% [markdown]
 # Unlike chapter 11's untrained summariser, the trained one has learned to use the period:
