@@ -35,12 +35,64 @@ def load_sites(data: str = "auto", sites: Sequence[str] = ("portugal", "hungary"
         return [_data.load_greenearthnet_geotiffs(s) for s in sites]
     if data == "worldcereal":
         return [_data.load_worldcereal_belgium()]
+    if data == "multisite":
+        return [harmonise(read_site(s)) for s in sites]
     if data == "synthetic":
         specs = (_data.GREENEARTHNET_S2, DEM, LANDCOVER)
         return [_data.synthetic_sample(specs, height=synthetic_size, width=synthetic_size, seed=seed + i,
                                        n_frames={"s2": 24}, site=f"synthetic_{name}")
                 for i, name in enumerate(sites or ("a", "b"))]
-    raise ValueError(f"unknown data {data!r}: auto, greenearthnet, greenearthnet_geotiff, worldcereal, synthetic")
+    raise ValueError(f"unknown data {data!r}: auto, greenearthnet, greenearthnet_geotiff, worldcereal, "
+                     "multisite, synthetic")
+
+
+MULTISITE_SITES = ("portugal", "hungary", "sweden", "portugal_geotiff", "hungary_geotiff",
+                   "sweden_geotiff", "belgium", "slovenia")
+"""The site names `data="multisite"` accepts."""
+
+BAND_ALIASES: dict[str, tuple[str, ...]] = {"B8A": ("B08",)}
+"""Stand-ins for a band a sensor product lacks: B08 (842 nm) for B8A (865 nm), both NIR."""
+
+
+def read_site(name: str) -> Sample:
+    """One `multisite` site as its reader returns it (chapter 2)."""
+    if name in GREENEARTHNET_SITES:
+        return _data.load_greenearthnet_minicube(name)
+    if name.endswith("_geotiff") and name[: -len("_geotiff")] in GREENEARTHNET_SITES:
+        return _data.load_greenearthnet_geotiffs(name[: -len("_geotiff")])
+    if name == "belgium":
+        return _data.load_worldcereal_belgium()
+    if name == "slovenia":
+        return _data.load_eolearn_slovenia(reference_scenes=True)
+    raise ValueError(f"unknown multisite site {name!r}; choose from {', '.join(MULTISITE_SITES)}")
+
+
+def harmonise(sample: Sample, spec: SourceSpec = _data.GREENEARTHNET_S2, res: float = 20.0,
+              keep: Sequence[str] = ("dem", "landcover"),
+              aliases: dict[str, tuple[str, ...]] = BAND_ALIASES) -> Sample:
+    """`sample` in the layout of `spec`: its `spec.name` source cut to `spec.bands` (or their
+    `aliases`), the target sources in `keep` (others dropped), and on a `res`-metre UTM grid
+    when its own projected pixels are finer (grids in degrees are kept as they are)."""
+    from aef_lit.preprocess import resample_sample
+
+    if spec.name not in sample.sources:
+        raise _data.DataError(f"{sample.site} has no {spec.name!r} source (it has {sorted(sample.sources)})")
+    have = sample.specs[spec.name].bands
+    index = []
+    for band in spec.bands:
+        found = [have.index(b) for b in (band, *aliases.get(band, ())) if b in have]
+        if not found:
+            raise _data.DataError(f"{sample.site}: {spec.name!r} has no band {band} "
+                                  f"(nor {', '.join(aliases.get(band, ())) or 'a stand-in'}); it has {', '.join(have)}")
+        index.append(found[0])
+    fr = sample.sources[spec.name]
+    sources = {spec.name: SourceFrames(fr.values[:, index], fr.times, fr.valid, fr.meta, fr.name)}
+    sources |= {n: f for n, f in sample.sources.items() if n in keep and n != spec.name}
+    specs = {n: spec if n == spec.name else sample.specs[n] for n in sources}
+    out = Sample(sample.site, sample.grid, sources, specs, labels=sample.labels, captions=sample.captions)
+    if not sample.grid.rio_crs.is_geographic and max(sample.grid.res) < 0.99 * res:
+        out = resample_sample(out, res=res)
+    return out
 
 
 def row_generator(seed: int, key: int) -> np.random.Generator:
@@ -98,7 +150,8 @@ class TileDataset(Dataset):
     """Row key -> a cropped training `Sample`; `collate` makes the padded batch.
 
     Args:
-        samples: the whole training sites (they must share their sources).
+        samples: the whole training sites (they must share their input sources;
+            target-only sources may be missing at some).
         tile: L; frames: frames per input source; seed: the stream's seed.
         stats: normalisation statistics (chapter 3); None = `DEFAULT_STATS`, the global
             statistics every chapter normalises with (so the trained model needs no extra file).
@@ -111,9 +164,12 @@ class TileDataset(Dataset):
         from aef_lit.preprocess import DEFAULT_STATS
 
         self.samples = list(samples)
-        names = [set(s.sources) for s in self.samples]
+        if not self.samples:
+            raise ValueError("TileDataset needs at least one site")
+        names = [sorted(n for n, sp in s.specs.items() if sp.role == "input") for s in self.samples]
         if any(n != names[0] for n in names):
-            raise ValueError(f"training sites must share their sources, got {[sorted(n) for n in names]}")
+            raise ValueError("training sites must share their input sources, got "
+                             + "; ".join(f"{s.site}: {', '.join(n)}" for s, n in zip(self.samples, names)))
         self.specs: tuple[SourceSpec, ...] = _data.model_sources(self.samples)
         self.tile, self.frames, self.seed = tile, frames, seed
         self.min_span_days, self.min_valid, self.gain = min_span_days, min_valid, gain

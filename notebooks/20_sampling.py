@@ -76,8 +76,11 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
 # (the per-date GeoTIFF stacks of the same places, Sentinel-2 only), `worldcereal`
 # (monthly Sentinel-1 and Sentinel-2 over Belgium), `synthetic` (chapter 2's generator,
 # with the GreenEarthNet source layout so that a synthetic run and a real run build the
-# same model), and `auto` (GreenEarthNet when `eo_real/` is present, else synthetic). The
-# sites of one run must share their sources: a model has one input projector per source.
+# same model), `multisite` (every place of `eo_real/` brought to one band set: see
+# *More places* below), and `auto` (GreenEarthNet when `eo_real/` is present, else
+# synthetic). The sites of one run must share their *input* sources (a model has one input
+# projector per source); target-only sources (DEM, land cover) may be missing at some sites,
+# and the batch then carries zero loss weight for them there.
 
 # %%
 #| export
@@ -115,12 +118,87 @@ def load_sites(data: str = "auto", sites: Sequence[str] = ("portugal", "hungary"
         return [_data.load_greenearthnet_geotiffs(s) for s in sites]
     if data == "worldcereal":
         return [_data.load_worldcereal_belgium()]
+    if data == "multisite":
+        return [harmonise(read_site(s)) for s in sites]
     if data == "synthetic":
         specs = (_data.GREENEARTHNET_S2, DEM, LANDCOVER)
         return [_data.synthetic_sample(specs, height=synthetic_size, width=synthetic_size, seed=seed + i,
                                        n_frames={"s2": 24}, site=f"synthetic_{name}")
                 for i, name in enumerate(sites or ("a", "b"))]
-    raise ValueError(f"unknown data {data!r}: auto, greenearthnet, greenearthnet_geotiff, worldcereal, synthetic")
+    raise ValueError(f"unknown data {data!r}: auto, greenearthnet, greenearthnet_geotiff, worldcereal, "
+                     "multisite, synthetic")
+
+
+# %% [markdown]
+# ## More places: one band set for every site
+#
+# Chapter 21 found that a model trained on two places learns those places' spectra: it
+# reconstructs held-out frames well there and poorly at a third place. `eo_real/` holds
+# five places, not three, but in different shapes. `multisite` reads each and `harmonise`
+# brings it to the GreenEarthNet layout, so one model can train on all of them:
+#
+# | site name | place | what it adds | harmonised how |
+# |---|---|---|---|
+# | `portugal`, `hungary`, `sweden` | GreenEarthNet minicubes, 2021 | ~30 dates, ~20 m | as read |
+# | `portugal_geotiff`, ... | the same places, other dates | new dates, UTM grid, SCL clouds | as read (already 20 m) |
+# | `belgium` | WorldCereal, Sint-Truiden, 2020-21 | monthly composites, a whole year | B08 stands in for B8A; 10 m → 20 m |
+# | `slovenia` | eo-learn, summer 2015 | forest, 3 clear L1C scenes | B08 for B8A; 10 m → 20 m; S2 L1C (top of atmosphere) |
+#
+# Two approximations are made on purpose and are worth knowing. B08 (842 nm, 10 m) and
+# B8A (865 nm, 20 m) are both near-infrared bands that agree to a few per cent over land,
+# and the paper's own inputs are L1C (top of atmosphere), so a hazier blue band at one
+# site is a kind of variety the model should cope with. The Slovenian patch is the only
+# forest-dominated site besides Sweden, which is why it is worth three scenes.
+
+# %%
+#| export
+MULTISITE_SITES = ("portugal", "hungary", "sweden", "portugal_geotiff", "hungary_geotiff",
+                   "sweden_geotiff", "belgium", "slovenia")
+"""The site names `data="multisite"` accepts."""
+
+BAND_ALIASES: dict[str, tuple[str, ...]] = {"B8A": ("B08",)}
+"""Stand-ins for a band a sensor product lacks: B08 (842 nm) for B8A (865 nm), both NIR."""
+
+
+def read_site(name: str) -> Sample:
+    """One `multisite` site as its reader returns it (chapter 2)."""
+    if name in GREENEARTHNET_SITES:
+        return _data.load_greenearthnet_minicube(name)
+    if name.endswith("_geotiff") and name[: -len("_geotiff")] in GREENEARTHNET_SITES:
+        return _data.load_greenearthnet_geotiffs(name[: -len("_geotiff")])
+    if name == "belgium":
+        return _data.load_worldcereal_belgium()
+    if name == "slovenia":
+        return _data.load_eolearn_slovenia(reference_scenes=True)
+    raise ValueError(f"unknown multisite site {name!r}; choose from {', '.join(MULTISITE_SITES)}")
+
+
+def harmonise(sample: Sample, spec: SourceSpec = _data.GREENEARTHNET_S2, res: float = 20.0,
+              keep: Sequence[str] = ("dem", "landcover"),
+              aliases: dict[str, tuple[str, ...]] = BAND_ALIASES) -> Sample:
+    """`sample` in the layout of `spec`: its `spec.name` source cut to `spec.bands` (or their
+    `aliases`), the target sources in `keep` (others dropped), and on a `res`-metre UTM grid
+    when its own projected pixels are finer (grids in degrees are kept as they are)."""
+    from aef_lit.preprocess import resample_sample
+
+    if spec.name not in sample.sources:
+        raise _data.DataError(f"{sample.site} has no {spec.name!r} source (it has {sorted(sample.sources)})")
+    have = sample.specs[spec.name].bands
+    index = []
+    for band in spec.bands:
+        found = [have.index(b) for b in (band, *aliases.get(band, ())) if b in have]
+        if not found:
+            raise _data.DataError(f"{sample.site}: {spec.name!r} has no band {band} "
+                                  f"(nor {', '.join(aliases.get(band, ())) or 'a stand-in'}); it has {', '.join(have)}")
+        index.append(found[0])
+    fr = sample.sources[spec.name]
+    sources = {spec.name: SourceFrames(fr.values[:, index], fr.times, fr.valid, fr.meta, fr.name)}
+    sources |= {n: f for n, f in sample.sources.items() if n in keep and n != spec.name}
+    specs = {n: spec if n == spec.name else sample.specs[n] for n in sources}
+    out = Sample(sample.site, sample.grid, sources, specs, labels=sample.labels, captions=sample.captions)
+    if not sample.grid.rio_crs.is_geographic and max(sample.grid.res) < 0.99 * res:
+        out = resample_sample(out, res=res)
+    return out
 
 
 # %% [markdown]
@@ -209,7 +287,8 @@ class TileDataset(Dataset):
     """Row key -> a cropped training `Sample`; `collate` makes the padded batch.
 
     Args:
-        samples: the whole training sites (they must share their sources).
+        samples: the whole training sites (they must share their input sources;
+            target-only sources may be missing at some).
         tile: L; frames: frames per input source; seed: the stream's seed.
         stats: normalisation statistics (chapter 3); None = `DEFAULT_STATS`, the global
             statistics every chapter normalises with (so the trained model needs no extra file).
@@ -222,9 +301,12 @@ class TileDataset(Dataset):
         from aef_lit.preprocess import DEFAULT_STATS
 
         self.samples = list(samples)
-        names = [set(s.sources) for s in self.samples]
+        if not self.samples:
+            raise ValueError("TileDataset needs at least one site")
+        names = [sorted(n for n, sp in s.specs.items() if sp.role == "input") for s in self.samples]
         if any(n != names[0] for n in names):
-            raise ValueError(f"training sites must share their sources, got {[sorted(n) for n in names]}")
+            raise ValueError("training sites must share their input sources, got "
+                             + "; ".join(f"{s.site}: {', '.join(n)}" for s, n in zip(self.samples, names)))
         self.specs: tuple[SourceSpec, ...] = _data.model_sources(self.samples)
         self.tile, self.frames, self.seed = tile, frames, seed
         self.min_span_days, self.min_valid, self.gain = min_span_days, min_valid, gain
@@ -339,6 +421,40 @@ assert row.grid.shape == (tile, tile)
 assert all(fr.T <= frames for fr in row.sources.values())
 assert np.all(np.diff(row.sources["s2"].times) > 0), "frames stay in time order"
 print({n: (fr.T, fr.values.shape) for n, fr in row.sources.items()})
+
+# %% [markdown]
+# **Eight sites in one layout.** With `eo_real/` present, `multisite` reads every place and
+# `harmonise` brings it to four bands on a ~20 m grid. The median spectrum of each site's
+# clear pixels shows why a model trained on Portugal and Hungary alone meets something new
+# in Sweden: a dark, forested landscape, about half as bright in the visible bands. Of the
+# other places only the Slovenian forest comes close in red and near-infrared (its blue is
+# brighter: L1C, top of atmosphere).
+
+# %%
+from aef_lit.conventions import find_eo_real
+
+if find_eo_real(required=False) is not None:
+    every = load_sites("multisite", MULTISITE_SITES)
+    med = {}
+    for s in every:
+        fr = s.sources["s2"]
+        med[s.site] = np.array([np.median(fr.values[:, c][fr.valid]) for c in range(fr.C)])
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    nm = [490, 560, 665, 865]
+    for name, m in med.items():
+        ax.plot(nm, m, "o-", lw=2.5 if "sweden" in name else 1.2, label=name.replace("greenearthnet_", ""))
+    ax.set(xlabel="wavelength (nm): B02 B03 B04 B8A", ylabel="median clear reflectance", yscale="log",
+           title="every multisite site, harmonised")
+    ax.legend(fontsize=7, ncol=2)
+    plt.tight_layout()
+    plt.show()
+    se = med["greenearthnet_sweden"]
+    dist = {n: float(np.abs(np.log(m / se)).sum()) for n, m in med.items() if "sweden" not in n}
+    print("log-spectrum distance to Sweden:", {n: round(d, 2) for n, d in sorted(dist.items(), key=lambda x: x[1])})
+    for other in ("greenearthnet_portugal", "greenearthnet_hungary"):
+        assert (se[:3] < 0.75 * med[other][:3]).all(), f"Sweden is darker in the visible than {other}"
+else:
+    print("eo_real/ not found: the multisite comparison needs the real samples (set $AEF_EO_REAL)")
 
 # %% [markdown]
 # **Determinism.** A key always gives the same row, whatever was drawn before, and

@@ -135,8 +135,10 @@ class TrainConfig:
         log_every: steps between progress-bar updates (metrics are logged every step).
         out_dir: run folder: `ckpt.pt`, `metrics.csv`, `config.json`, `summary.json`.
         resume: continue from `out_dir/ckpt.pt` when it exists.
-        data: `auto`, `greenearthnet`, `worldcereal` or `synthetic` (chapter 20).
-        sites: GreenEarthNet sites to train on (`portugal`, `hungary`, `sweden`).
+        data: `auto`, `greenearthnet`, `greenearthnet_geotiff`, `worldcereal`, `multisite` or
+            `synthetic` (chapter 20).
+        sites: the sites to train on: GreenEarthNet's `portugal`, `hungary`, `sweden`; with
+            `multisite` also `portugal_geotiff`, ..., `belgium`, `slovenia` (chapter 20).
         tile: tile size L in pixels (0 = the preset's).
         frames: frames per input source in one row (padded, static shapes).
         min_span_days: shortest random support window a row's frames are drawn from.
@@ -1153,6 +1155,23 @@ def ship(run_dir: str | Path, out_dir: str | Path | None = None, eval_data: str 
     return facts
 
 
+_GEN_TEXT = ("2021 Sentinel-2 L2A B02 B03 B04 B8A at ~20 m, 128 x 128 px, clouds from the minicube mask as "
+             "loss weights; Copernicus DEM and ESA WorldCover as target-only sources), from "
+             "dongzhang04/greenearthnet (MIT; modified Copernicus Sentinel data; WorldCover CC-BY 4.0).")
+
+
+def _training_data_text(tcfg: TrainConfig) -> str:
+    """The card's sentence on the training data, for `greenearthnet` and `multisite` runs."""
+    if tcfg.data != "multisite":
+        return f"GreenEarthNet minicubes {', '.join(tcfg.sites)} ({_GEN_TEXT}"
+    return (f"the `multisite` sites {', '.join(tcfg.sites)} (chapter 20), all brought to Sentinel-2 B02 B03 "
+            "B04 B8A at ~20 m: GreenEarthNet minicubes and per-date GeoTIFFs (2021 L2A; "
+            "dongzhang04/greenearthnet, MIT), WorldCereal's Belgian monthly composites (B08 for B8A; "
+            "WorldCereal/worldcereal-classification, MIT) and eo-learn's Slovenian L1C scenes (B08 for "
+            "B8A; sentinel-hub/eo-learn, MIT); modified Copernicus Sentinel data, WorldCover CC-BY 4.0. "
+            "DEM and land cover are target-only sources where a site has them.")
+
+
 def model_card(mcfg: ModelConfig, tcfg: TrainConfig, facts: dict[str, Any]) -> str:
     """The MODEL_CARD.md text of a shipped model."""
     h = facts["heldout"]
@@ -1168,7 +1187,7 @@ def model_card(mcfg: ModelConfig, tcfg: TrainConfig, facts: dict[str, Any]) -> s
 
 A small AlphaEarth Foundations model (Brown et al. 2025, arXiv 2507.22291) as re-implemented
 in aef-lit, trained on a CPU so that the book can show real embeddings without training in CI.
-It is a teaching artefact: tiny, trained briefly on two sites. Do not use it for mapping.
+It is a teaching artefact: tiny, trained briefly on a few small sites. Do not use it for mapping.
 
 ## Model
 - preset `{mcfg.name}`{over}: {mcfg.n_blocks} STP blocks, widths space {mcfg.d_space} / time {mcfg.d_time} /
@@ -1179,10 +1198,7 @@ It is a teaching artefact: tiny, trained briefly on two sites. Do not use it for
 - load: `from aef_lit.training import load_pretrained; model, cfg = load_pretrained()`.
 
 ## Data
-- training: GreenEarthNet minicubes {', '.join(tcfg.sites)} (2021 Sentinel-2 L2A B02 B03 B04 B8A
-  at ~20 m, 128 x 128 px, clouds from the minicube mask as loss weights; Copernicus DEM and
-  ESA WorldCover as target-only sources), from dongzhang04/greenearthnet (MIT; modified
-  Copernicus Sentinel data; WorldCover CC-BY 4.0). Random {mcfg.tile} x {mcfg.tile} tiles with up to
+- training: {_training_data_text(tcfg)} Random {mcfg.tile} x {mcfg.tile} tiles with up to
   {tcfg.frames} frames from random support windows (chapter 20).
 - held out: {', '.join(h['sites'])} (a site never seen in training). The normalisation statistics
   were fitted on all real samples including it (8 numbers per band; a negligible leak).

@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 import torch
 
+from aef_lit import data as D
+from aef_lit.conventions import DEM, LANDCOVER
 from aef_lit.sampling import (
-    TileBatchSampler, TileDataset, cut_row, load_sites, random_period, row_generator, tile_stream,
-    training_dataset,
+    MULTISITE_SITES, TileBatchSampler, TileDataset, cut_row, harmonise, load_sites, random_period,
+    row_generator, tile_stream, training_dataset,
 )
 
 
@@ -137,3 +139,69 @@ def test_gain_augmentation_scales_optical_bands_only(synth_ds):
         per_band = s2b.values.sum((0, 2, 3)) / s2a.values.sum((0, 2, 3))
         assert np.allclose(s2b.values, s2a.values * per_band[None, :, None, None], rtol=1e-4, atol=1e-6)
     assert np.array_equal(aug[2].sources["s2"].values, aug[2].sources["s2"].values), "deterministic"
+
+
+def _worldcereal_like(seed=0, size=32):
+    """A synthetic 10 m site with WorldCereal's nine S2 bands (B08, no B8A), S1 and a DEM."""
+    return D.synthetic_sample((D.WORLDCEREAL_S2, D.WORLDCEREAL_S1, DEM), height=size, width=size, seed=seed)
+
+
+def test_harmonise_takes_the_band_set_its_aliases_and_a_coarser_grid():
+    s = _worldcereal_like()
+    h = harmonise(s)
+    assert set(h.sources) == {"s2", "dem"}, "S1 is not a source of the GreenEarthNet layout: dropped"
+    assert h.specs["s2"] == D.GREENEARTHNET_S2
+    assert h.grid.res == (20.0, 20.0) and h.grid.shape == (16, 16)
+    src, out = s.sources["s2"], h.sources["s2"]
+    np.testing.assert_array_equal(out.times, src.times)
+    bands = D.WORLDCEREAL_S2.bands
+    for j, b in enumerate(("B02", "B03", "B04", "B08")):  # B08 stands in for B8A
+        fine = src.values[:, bands.index(b)]
+        # each 20 m pixel lies within the range of the 10 m pixels around it, and the means agree
+        assert abs(out.values[:, j][out.valid].mean() - fine[src.valid].mean()) < 0.02 * fine[src.valid].mean() + 1e-3
+    # a grid that is already coarse enough is left alone (values identical)
+    same = harmonise(s, res=10.0)
+    assert same.grid == s.grid
+    np.testing.assert_array_equal(same.sources["s2"].values[:, 3], src.values[:, bands.index("B08")])
+
+
+def test_harmonise_refuses_a_sample_without_the_band_or_the_source():
+    s = D.synthetic_sample((D.SourceSpec("s2", ("B02", "B03", "B04"), "optical"), DEM), height=16, width=16)
+    with pytest.raises(D.DataError, match="no band B8A .*B08"):
+        harmonise(s)
+    with pytest.raises(D.DataError, match="no 's2' source"):
+        harmonise(D.synthetic_sample((DEM,), height=16, width=16))
+
+
+def test_sites_may_lack_target_sources_but_not_input_sources():
+    full = D.synthetic_sample((D.GREENEARTHNET_S2, DEM, LANDCOVER), height=32, width=32, seed=1, site="full")
+    bare = D.synthetic_sample((D.GREENEARTHNET_S2, DEM), height=32, width=32, seed=2, site="bare")
+    ds = TileDataset([full, bare], tile=16, frames=4, seed=0)
+    assert [s.name for s in ds.specs] == ["s2", "dem", "landcover"]
+    rows = [ds[k] for k in range(12)]
+    batch = ds.collate(rows)
+    has_lc = torch.tensor(["landcover" in r.sources for r in rows])
+    assert has_lc.any() and (~has_lc).any(), "both sites drawn"
+    lc = batch["landcover"]
+    assert (lc.weight[~has_lc] == 0).all() and (lc.weight[has_lc].sum((1, 2, 3)) > 0).all()
+    with pytest.raises(ValueError, match="share their input sources"):
+        TileDataset([full, D.synthetic_sample((D.GREENEARTHNET_S2, D.WORLDCEREAL_S1, DEM), height=32,
+                                             width=32, site="with_s1")], tile=16)
+
+
+@pytest.mark.real
+def test_real_multisite_sites_share_one_layout(eo_real):
+    names = ("portugal", "belgium", "slovenia", "hungary_geotiff")
+    sites = load_sites("multisite", names)
+    for s in sites:
+        assert s.specs["s2"] == D.GREENEARTHNET_S2, s.site
+        assert s.grid.rio_crs.is_geographic or s.grid.res == (20.0, 20.0), s.site
+        fr = s.sources["s2"]
+        nir, red = fr.values[:, 3][fr.valid], fr.values[:, 2][fr.valid]
+        assert 0.1 < np.median(nir) < 0.5 and np.median(red) < np.median(nir), f"{s.site}: vegetation NIR > red"
+    ds = TileDataset(sites, tile=16, frames=8, seed=0)
+    batch = ds.collate([ds[k] for k in range(16)])
+    assert torch.isfinite(batch["s2"].x).all() and batch["s2"].weight.sum() > 0
+    with pytest.raises(ValueError, match="unknown multisite site 'atlantis'"):
+        load_sites("multisite", ("atlantis",))
+    assert set(names) < set(MULTISITE_SITES)
