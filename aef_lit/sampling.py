@@ -53,6 +53,9 @@ MULTISITE_SITES = ("portugal", "hungary", "sweden", "portugal_geotiff", "hungary
 BAND_ALIASES: dict[str, tuple[str, ...]] = {"B8A": ("B08",)}
 """Stand-ins for a band a sensor product lacks: B08 (842 nm) for B8A (865 nm), both NIR."""
 
+MULTISITE_RES = 10.0
+"""The grid of every `multisite` site, in metres: the paper's 10 m (see the text above)."""
+
 
 def read_site(name: str) -> Sample:
     """One `multisite` site as its reader returns it (chapter 2)."""
@@ -67,12 +70,12 @@ def read_site(name: str) -> Sample:
     raise ValueError(f"unknown multisite site {name!r}; choose from {', '.join(MULTISITE_SITES)}")
 
 
-def harmonise(sample: Sample, spec: SourceSpec = _data.GREENEARTHNET_S2, res: float = 20.0,
+def harmonise(sample: Sample, spec: SourceSpec = _data.GREENEARTHNET_S2, res: float | None = MULTISITE_RES,
               keep: Sequence[str] = ("dem", "landcover"),
               aliases: dict[str, tuple[str, ...]] = BAND_ALIASES) -> Sample:
     """`sample` in the layout of `spec`: its `spec.name` source cut to `spec.bands` (or their
     `aliases`), the target sources in `keep` (others dropped), and on a `res`-metre UTM grid
-    when its own projected pixels are finer (grids in degrees are kept as they are)."""
+    (bilinear; nearest for classes) unless it is on one already (`res=None`: grid kept)."""
     from aef_lit.preprocess import resample_sample
 
     if spec.name not in sample.sources:
@@ -90,7 +93,8 @@ def harmonise(sample: Sample, spec: SourceSpec = _data.GREENEARTHNET_S2, res: fl
     sources |= {n: f for n, f in sample.sources.items() if n in keep and n != spec.name}
     specs = {n: spec if n == spec.name else sample.specs[n] for n in sources}
     out = Sample(sample.site, sample.grid, sources, specs, labels=sample.labels, captions=sample.captions)
-    if not sample.grid.rio_crs.is_geographic and max(sample.grid.res) < 0.99 * res:
+    g = sample.grid
+    if res is not None and (g.rio_crs.is_geographic or not np.allclose(g.res, res, rtol=0.01)):
         out = resample_sample(out, res=res)
     return out
 

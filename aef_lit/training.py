@@ -822,7 +822,7 @@ def _training_data_text(tcfg: TrainConfig) -> str:
     if tcfg.data != "multisite":
         return f"GreenEarthNet minicubes {', '.join(tcfg.sites)} ({_GEN_TEXT}"
     return (f"the `multisite` sites {', '.join(tcfg.sites)} (chapter 20), all brought to Sentinel-2 B02 B03 "
-            "B04 B8A at ~20 m: GreenEarthNet minicubes and per-date GeoTIFFs (2021 L2A; "
+            "B04 B8A on a 10 m UTM grid: GreenEarthNet minicubes and per-date GeoTIFFs (2021 L2A; "
             "dongzhang04/greenearthnet, MIT), WorldCereal's Belgian monthly composites (B08 for B8A; "
             "WorldCereal/worldcereal-classification, MIT) and eo-learn's Slovenian L1C scenes (B08 for "
             "B8A; sentinel-hub/eo-learn, MIT); modified Copernicus Sentinel data, WorldCover CC-BY 4.0. "

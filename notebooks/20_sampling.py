@@ -130,19 +130,29 @@ def load_sites(data: str = "auto", sites: Sequence[str] = ("portugal", "hungary"
 
 
 # %% [markdown]
-# ## More places: one band set for every site
+# ## More places: one band set and one 10 m grid for every site
 #
 # Chapter 21 found that a model trained on two places learns those places' spectra: it
 # reconstructs held-out frames well there and poorly at a third place. `eo_real/` holds
 # five places, not three, but in different shapes. `multisite` reads each and `harmonise`
-# brings it to the GreenEarthNet layout, so one model can train on all of them:
+# brings it to the GreenEarthNet bands on a 10 m UTM grid, so one model can train on all of
+# them:
 #
 # | site name | place | what it adds | harmonised how |
 # |---|---|---|---|
-# | `portugal`, `hungary`, `sweden` | GreenEarthNet minicubes, 2021 | ~30 dates, ~20 m | as read |
-# | `portugal_geotiff`, ... | the same places, other dates | new dates, UTM grid, SCL clouds | as read (already 20 m) |
-# | `belgium` | WorldCereal, Sint-Truiden, 2020-21 | monthly composites, a whole year | B08 stands in for B8A; 10 m → 20 m |
-# | `slovenia` | eo-learn, summer 2015 | forest, 3 clear L1C scenes | B08 for B8A; 10 m → 20 m; S2 L1C (top of atmosphere) |
+# | `portugal`, `hungary`, `sweden` | GreenEarthNet minicubes, 2021 | ~30 dates | ~20 m lat/lon → 10 m UTM |
+# | `portugal_geotiff`, ... | the same places, other dates | new dates, SCL clouds | 20 m → 10 m |
+# | `belgium` | WorldCereal, Sint-Truiden, 2020-21 | monthly composites, a whole year | B08 stands in for B8A |
+# | `slovenia` | eo-learn, summer 2015 | forest, 3 clear L1C scenes | B08 for B8A; S2 L1C (top of atmosphere) |
+#
+# **Why 10 m.** AEF assumes a 10 m grid (`AEF_NOTES.md` §1): its input projectors bring
+# frames to the L/2 grid and the finest operator (precision) works there, so the summary is
+# made at 20 m and a learned kernel brings it back to 10 m (chapters 5 and 11). Fed the
+# GreenEarthNet cubes on their own ~20 m grid, the model summarises at ~40 m and must
+# invent the 20 m detail of every pixel; chapter 21 measures that this costs it most of its
+# gap to the temporal mean on an unseen site. Resampled to 10 m, as the paper resamples
+# Sentinel-2's own 20 m bands, every native pixel survives the L/2 bottleneck. The cost is
+# a smaller ground footprint per tile (L = 16 covers 160 m instead of 320 m).
 #
 # Two approximations are made on purpose and are worth knowing. B08 (842 nm, 10 m) and
 # B8A (865 nm, 20 m) are both near-infrared bands that agree to a few per cent over land,
@@ -159,6 +169,9 @@ MULTISITE_SITES = ("portugal", "hungary", "sweden", "portugal_geotiff", "hungary
 BAND_ALIASES: dict[str, tuple[str, ...]] = {"B8A": ("B08",)}
 """Stand-ins for a band a sensor product lacks: B08 (842 nm) for B8A (865 nm), both NIR."""
 
+MULTISITE_RES = 10.0
+"""The grid of every `multisite` site, in metres: the paper's 10 m (see the text above)."""
+
 
 def read_site(name: str) -> Sample:
     """One `multisite` site as its reader returns it (chapter 2)."""
@@ -173,12 +186,12 @@ def read_site(name: str) -> Sample:
     raise ValueError(f"unknown multisite site {name!r}; choose from {', '.join(MULTISITE_SITES)}")
 
 
-def harmonise(sample: Sample, spec: SourceSpec = _data.GREENEARTHNET_S2, res: float = 20.0,
+def harmonise(sample: Sample, spec: SourceSpec = _data.GREENEARTHNET_S2, res: float | None = MULTISITE_RES,
               keep: Sequence[str] = ("dem", "landcover"),
               aliases: dict[str, tuple[str, ...]] = BAND_ALIASES) -> Sample:
     """`sample` in the layout of `spec`: its `spec.name` source cut to `spec.bands` (or their
     `aliases`), the target sources in `keep` (others dropped), and on a `res`-metre UTM grid
-    when its own projected pixels are finer (grids in degrees are kept as they are)."""
+    (bilinear; nearest for classes) unless it is on one already (`res=None`: grid kept)."""
     from aef_lit.preprocess import resample_sample
 
     if spec.name not in sample.sources:
@@ -196,7 +209,8 @@ def harmonise(sample: Sample, spec: SourceSpec = _data.GREENEARTHNET_S2, res: fl
     sources |= {n: f for n, f in sample.sources.items() if n in keep and n != spec.name}
     specs = {n: spec if n == spec.name else sample.specs[n] for n in sources}
     out = Sample(sample.site, sample.grid, sources, specs, labels=sample.labels, captions=sample.captions)
-    if not sample.grid.rio_crs.is_geographic and max(sample.grid.res) < 0.99 * res:
+    g = sample.grid
+    if res is not None and (g.rio_crs.is_geographic or not np.allclose(g.res, res, rtol=0.01)):
         out = resample_sample(out, res=res)
     return out
 
@@ -424,7 +438,7 @@ print({n: (fr.T, fr.values.shape) for n, fr in row.sources.items()})
 
 # %% [markdown]
 # **Eight sites in one layout.** With `eo_real/` present, `multisite` reads every place and
-# `harmonise` brings it to four bands on a ~20 m grid. The median spectrum of each site's
+# `harmonise` brings it to four bands on a 10 m grid. The median spectrum of each site's
 # clear pixels shows why a model trained on Portugal and Hungary alone meets something new
 # in Sweden: a dark, forested landscape, about half as bright in the visible bands. Of the
 # other places only the Slovenian forest comes close in red and near-infrared (its blue is

@@ -146,23 +146,28 @@ def _worldcereal_like(seed=0, size=32):
     return D.synthetic_sample((D.WORLDCEREAL_S2, D.WORLDCEREAL_S1, DEM), height=size, width=size, seed=seed)
 
 
-def test_harmonise_takes_the_band_set_its_aliases_and_a_coarser_grid():
+def test_harmonise_takes_the_band_set_its_aliases_and_the_grid():
     s = _worldcereal_like()
-    h = harmonise(s)
+    h = harmonise(s)  # already 10 m UTM: the grid is kept, values untouched
     assert set(h.sources) == {"s2", "dem"}, "S1 is not a source of the GreenEarthNet layout: dropped"
-    assert h.specs["s2"] == D.GREENEARTHNET_S2
-    assert h.grid.res == (20.0, 20.0) and h.grid.shape == (16, 16)
-    src, out = s.sources["s2"], h.sources["s2"]
-    np.testing.assert_array_equal(out.times, src.times)
-    bands = D.WORLDCEREAL_S2.bands
+    assert h.specs["s2"] == D.GREENEARTHNET_S2 and h.grid == s.grid
+    src, bands = s.sources["s2"], D.WORLDCEREAL_S2.bands
     for j, b in enumerate(("B02", "B03", "B04", "B08")):  # B08 stands in for B8A
-        fine = src.values[:, bands.index(b)]
-        # each 20 m pixel lies within the range of the 10 m pixels around it, and the means agree
-        assert abs(out.values[:, j][out.valid].mean() - fine[src.valid].mean()) < 0.02 * fine[src.valid].mean() + 1e-3
-    # a grid that is already coarse enough is left alone (values identical)
-    same = harmonise(s, res=10.0)
-    assert same.grid == s.grid
-    np.testing.assert_array_equal(same.sources["s2"].values[:, 3], src.values[:, bands.index("B08")])
+        np.testing.assert_array_equal(h.sources["s2"].values[:, j], src.values[:, bands.index(b)])
+    coarse = harmonise(s, res=20.0)
+    assert coarse.grid.res == (20.0, 20.0) and coarse.grid.shape == (16, 16)
+    np.testing.assert_array_equal(coarse.sources["s2"].times, src.times)
+    for j, b in enumerate(("B02", "B03", "B04", "B08")):
+        fine = src.values[:, bands.index(b)][src.valid]
+        assert abs(coarse.sources["s2"].values[:, j][coarse.sources["s2"].valid].mean() - fine.mean()) \
+            < 0.02 * fine.mean() + 1e-3, "resampling keeps the band's level"
+    # a grid in degrees (like the GreenEarthNet minicubes) is always brought to metres
+    g = s.grid
+    geo = D.Sample("geo", D.Grid("EPSG:4326", (0.0002, 0.0, 5.0, 0.0, -0.0002, 51.0), g.height, g.width),
+                   dict(s.sources), dict(s.specs))
+    hg = harmonise(geo)
+    assert not hg.grid.rio_crs.is_geographic and hg.grid.res == (10.0, 10.0)
+    assert hg.grid.shape[0] > g.height, "0.0002 degrees is more than 10 m: more pixels"
 
 
 def test_harmonise_refuses_a_sample_without_the_band_or_the_source():
@@ -195,7 +200,7 @@ def test_real_multisite_sites_share_one_layout(eo_real):
     sites = load_sites("multisite", names)
     for s in sites:
         assert s.specs["s2"] == D.GREENEARTHNET_S2, s.site
-        assert s.grid.rio_crs.is_geographic or s.grid.res == (20.0, 20.0), s.site
+        assert np.allclose(s.grid.res, 10.0, rtol=0.01) and not s.grid.rio_crs.is_geographic, s.site
         fr = s.sources["s2"]
         nir, red = fr.values[:, 3][fr.valid], fr.values[:, 2][fr.valid]
         assert 0.1 < np.median(nir) < 0.5 and np.median(red) < np.median(nir), f"{s.site}: vegetation NIR > red"
