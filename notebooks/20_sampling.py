@@ -308,10 +308,13 @@ class TileDataset(Dataset):
             statistics every chapter normalises with (so the trained model needs no extra file).
         gain: radiometric augmentation: each optical band of a row is multiplied by
             exp(u), u ~ U(-gain, gain), the same factor for all its frames (0 = off).
+        occlude: probability that a frame of an input time series gets a synthetic,
+            cloud-shaped gap (`augment_occlusion`; 0 = off).
     """
 
     def __init__(self, samples: Sequence[Sample], tile: int = 32, frames: int = 8, seed: int = 0,
-                 min_span_days: float = 60.0, min_valid: float = 0.05, stats=None, gain: float = 0.0):
+                 min_span_days: float = 60.0, min_valid: float = 0.05, stats=None, gain: float = 0.0,
+                 occlude: float = 0.0):
         from aef_lit.preprocess import DEFAULT_STATS
 
         self.samples = list(samples)
@@ -324,6 +327,9 @@ class TileDataset(Dataset):
         self.specs: tuple[SourceSpec, ...] = _data.model_sources(self.samples)
         self.tile, self.frames, self.seed = tile, frames, seed
         self.min_span_days, self.min_valid, self.gain = min_span_days, min_valid, gain
+        if not 0.0 <= occlude <= 1.0:
+            raise ValueError(f"occlude is a probability, got {occlude}")
+        self.occlude = occlude
         self.stats = DEFAULT_STATS if stats is None else stats
 
     def __len__(self) -> int:  # a virtual, unbounded dataset; len() for tools that ask
@@ -333,7 +339,8 @@ class TileDataset(Dataset):
         rng = row_generator(self.seed, int(key))
         sample = self.samples[int(rng.integers(len(self.samples)))]
         row = cut_row(sample, rng, self.tile, self.frames, self.min_span_days, self.min_valid)
-        return augment_gain(row, rng, self.gain) if self.gain > 0 else row
+        row = augment_gain(row, rng, self.gain) if self.gain > 0 else row
+        return augment_occlusion(row, rng, self.occlude) if self.occlude > 0 else row
 
     @property
     def frames_per_source(self) -> dict[str, int]:
@@ -383,10 +390,10 @@ def tile_stream(ds: TileDataset, batch_size: int, start: int = 0, rank: int = 0,
 
 def training_dataset(data: str = "auto", sites: Sequence[str] = ("portugal", "hungary"), tile: int = 32,
                      frames: int = 8, seed: int = 0, min_span_days: float = 60.0, stats=None,
-                     gain: float = 0.0) -> TileDataset:
+                     gain: float = 0.0, occlude: float = 0.0) -> TileDataset:
     """`load_sites` + `TileDataset` in one call (what chapter 21's trainer uses)."""
     return TileDataset(load_sites(data, sites, seed=seed), tile=tile, frames=frames, seed=seed,
-                       min_span_days=min_span_days, stats=stats, gain=gain)
+                       min_span_days=min_span_days, stats=stats, gain=gain, occlude=occlude)
 
 
 def augment_gain(row: Sample, rng: np.random.Generator, gain: float) -> Sample:
@@ -402,6 +409,34 @@ def augment_gain(row: Sample, rng: np.random.Generator, gain: float) -> Sample:
             g = np.exp(rng.uniform(-gain, gain, size=(1, fr.C, 1, 1))).astype(np.float32)
             fr = SourceFrames(fr.values * g, fr.times, fr.valid, fr.meta, fr.name)
         out[name] = fr
+    return Sample(row.site, row.grid, out, dict(row.specs), labels=row.labels, captions=row.captions)
+
+
+def augment_occlusion(row: Sample, rng: np.random.Generator, p: float) -> Sample:
+    """Give each frame of an input time series, with probability `p`, a cloud-shaped gap.
+
+    The gap is where a smooth random field (a 4 x 4 grid of uniforms, bilinearly upsampled)
+    falls below a random level in U(0.1, 0.9): blobs covering 10-90 % of the tile. Gap
+    pixels become invalid, which zeroes them (chapter 2) and removes them from every loss,
+    exactly like a real cloud under the mask. A frame left without a valid pixel is
+    dropped; a series is never emptied (the row is then returned unchanged for it).
+    """
+    out = {}
+    for name, fr in row.sources.items():
+        spec = row.specs[name]
+        if spec.role != "input" or spec.modality in TIMELESS or fr.T == 0:
+            out[name] = fr
+            continue
+        H, W = fr.values.shape[2:]
+        valid = fr.valid.copy()
+        hit = np.flatnonzero(rng.random(fr.T) < p)
+        if hit.size:
+            coarse = torch.from_numpy(rng.random((hit.size, 1, 4, 4)).astype(np.float32))
+            field = torch.nn.functional.interpolate(coarse, size=(H, W), mode="bilinear", align_corners=True)
+            level = rng.uniform(0.1, 0.9, size=(hit.size, 1, 1))
+            valid[hit] &= field[:, 0].numpy() > level
+        new = SourceFrames.build(fr.values, fr.times, valid, fr.meta, fr.name, empty="drop")
+        out[name] = new if new.T > 0 else fr
     return Sample(row.site, row.grid, out, dict(row.specs), labels=row.labels, captions=row.captions)
 
 

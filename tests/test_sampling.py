@@ -210,3 +210,26 @@ def test_real_multisite_sites_share_one_layout(eo_real):
     with pytest.raises(ValueError, match="unknown multisite site 'atlantis'"):
         load_sites("multisite", ("atlantis",))
     assert set(names) < set(MULTISITE_SITES)
+
+
+def test_occlusion_masks_input_frames_only_and_zeroes_them(synth_ds):
+    from aef_lit.sampling import augment_occlusion
+
+    occ = TileDataset(synth_ds.samples, tile=16, frames=4, seed=3, occlude=1.0)
+    fracs = []
+    for k in range(20):
+        a, b = synth_ds[k], occ[k]
+        assert a.labels == b.labels, "same window as without augmentation"
+        assert np.array_equal(a.sources["dem"].valid, b.sources["dem"].valid), "target-only sources untouched"
+        sa, sb = a.sources["s2"], b.sources["s2"]
+        assert sb.T >= 1 and set(sb.times) <= set(sa.times), "frames are only ever dropped, never invented"
+        keep = np.isin(sa.times, sb.times)
+        assert not (sb.valid & ~sa.valid[keep]).any(), "a gap never makes a pixel valid"
+        assert (sb.values[~np.broadcast_to(sb.valid[:, None], sb.values.shape)] == 0).all(), "gaps are zeroed"
+        fracs.append(sb.valid.sum() / max(sa.valid[keep].sum(), 1))
+    assert 0.3 < np.mean(fracs) < 0.7, f"gaps cover 10-90 % of a frame: kept {np.mean(fracs):.2f}"
+    assert np.array_equal(occ[4].sources["s2"].valid, occ[4].sources["s2"].valid), "deterministic"
+    row = synth_ds[0]
+    assert augment_occlusion(row, np.random.default_rng(0), 0.0).sources["s2"].valid.sum() == row.sources["s2"].valid.sum()
+    with pytest.raises(ValueError, match="probability"):
+        TileDataset(synth_ds.samples, tile=16, occlude=1.5)
