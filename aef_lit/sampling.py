@@ -46,9 +46,13 @@ def load_sites(data: str = "auto", sites: Sequence[str] = ("portugal", "hungary"
                      "multisite, synthetic")
 
 
-MULTISITE_SITES = ("portugal", "hungary", "sweden", "portugal_geotiff", "hungary_geotiff",
-                   "sweden_geotiff", "belgium", "slovenia")
-"""The site names `data="multisite"` accepts."""
+MULTISITE_SITES = {
+    **{site: f"greenearthnet_{site}" for site in GREENEARTHNET_SITES},
+    **{f"{site}_geotiff": f"greenearthnet_geotiff_{site}" for site in GREENEARTHNET_SITES},
+    "belgium": "worldcereal_belgium",
+    "slovenia": "eolearn_slovenia",
+}
+"""The site names `data="multisite"` accepts -> chapter 2's real-sample names."""
 
 BAND_ALIASES: dict[str, tuple[str, ...]] = {"B8A": ("B08",)}
 """Stand-ins for a band a sensor product lacks: B08 (842 nm) for B8A (865 nm), both NIR."""
@@ -58,16 +62,12 @@ MULTISITE_RES = 10.0
 
 
 def read_site(name: str) -> Sample:
-    """One `multisite` site as its reader returns it (chapter 2)."""
-    if name in GREENEARTHNET_SITES:
-        return _data.load_greenearthnet_minicube(name)
-    if name.endswith("_geotiff") and name[: -len("_geotiff")] in GREENEARTHNET_SITES:
-        return _data.load_greenearthnet_geotiffs(name[: -len("_geotiff")])
-    if name == "belgium":
-        return _data.load_worldcereal_belgium()
-    if name == "slovenia":
+    """One `multisite` site as chapter 2's reader returns it (Slovenia with its S2 scenes)."""
+    if name not in MULTISITE_SITES:
+        raise ValueError(f"unknown multisite site {name!r}; choose from {', '.join(MULTISITE_SITES)}")
+    if name == "slovenia":  # its default sample is NDVI only; the 13-band scenes are opt-in
         return _data.load_eolearn_slovenia(reference_scenes=True)
-    raise ValueError(f"unknown multisite site {name!r}; choose from {', '.join(MULTISITE_SITES)}")
+    return _data.load_real_sample(MULTISITE_SITES[name])
 
 
 def harmonise(sample: Sample, spec: SourceSpec = _data.GREENEARTHNET_S2, res: float | None = MULTISITE_RES,

@@ -814,15 +814,13 @@ def ship(run_dir: str | Path, out_dir: str | Path | None = None, eval_data: str 
     return facts
 
 
-_GEN_TEXT = ("2021 Sentinel-2 L2A B02 B03 B04 B8A at ~20 m, 128 x 128 px, clouds from the minicube mask as "
-             "loss weights; Copernicus DEM and ESA WorldCover as target-only sources), from "
-             "dongzhang04/greenearthnet (MIT; modified Copernicus Sentinel data; WorldCover CC-BY 4.0).")
-
-
 def _training_data_text(tcfg: TrainConfig) -> str:
     """The card's sentence on the training data, for `greenearthnet` and `multisite` runs."""
     if tcfg.data != "multisite":
-        return f"GreenEarthNet minicubes {', '.join(tcfg.sites)} ({_GEN_TEXT}"
+        return (f"GreenEarthNet minicubes {', '.join(tcfg.sites)} (2021 Sentinel-2 L2A B02 B03 B04 B8A at "
+                "~20 m, 128 x 128 px, clouds from the minicube mask as loss weights; Copernicus DEM and ESA "
+                "WorldCover as target-only sources), from dongzhang04/greenearthnet (MIT; modified Copernicus "
+                "Sentinel data; WorldCover CC-BY 4.0).")
     return (f"the `multisite` sites {', '.join(tcfg.sites)} (chapter 20), all brought to Sentinel-2 B02 B03 "
             "B04 B8A on a 10 m UTM grid: GreenEarthNet minicubes and per-date GeoTIFFs (2021 L2A; "
             "dongzhang04/greenearthnet, MIT), WorldCereal's Belgian monthly composites (B08 for B8A; "
