@@ -667,22 +667,51 @@ def main(argv: Sequence[str] | None = None) -> int:
             dist.destroy_process_group()
 
 
+HELDOUT_PERIODS = ("random", "row")
+"""How `heldout_errors` picks each target's period: as in training, or the row's whole span."""
+
+
+def row_periods(held, source: str = "s2") -> Any:
+    """`held` with every target's period set to its row's span of `source` frames.
+
+    The span runs from the row's first frame to one day past its last, the held-out frame
+    included (as a calendar-year summary would include it); timecodes are recomputed.
+    """
+    from aef_lit.timecodes import normalise_in_period
+
+    tg = held.targets[source]
+    t_in = held.inputs[source].t
+    present = held.inputs[source].frame_mask.clone()
+    present[torch.arange(len(tg.index)), tg.index] |= tg.valid  # the held-out frame counts too
+    start = torch.where(present, t_in, torch.full_like(t_in, math.inf)).min(1).values
+    end = torch.where(present, t_in, torch.full_like(t_in, -math.inf)).max(1).values + 1.0
+    span = torch.stack([torch.minimum(start, tg.t), torch.maximum(end, tg.t + 1.0)], -1)
+    targets = {k: replace(v, period=span, t_norm=normalise_in_period(v.t, span)) for k, v in held.targets.items()}
+    return replace(held, targets=targets, periods=torch.stack([v.period for v in targets.values()], dim=1))
+
+
 @torch.no_grad()
 def heldout_errors(model: nn.Module, batch, source: str = "s2", generator: torch.Generator | None = None,
-                   stats=None) -> dict[str, Any]:
-    """L1 errors of the model and of two baselines on one held-out frame per row.
+                   stats=None, period: str = "random") -> dict[str, Any]:
+    """L1 errors of the model and of three baselines on one held-out frame per row.
 
-    Returns the summed absolute errors and pixel counts (normalised units and
-    reflectance) for `model`, `temporal_mean` and `nearest_frame`, plus the held-out
-    truth, the predictions and the baselines (`B C H W`) for plots.
+    `period` is "random" (each target's period drawn as in training) or "row" (the row's
+    whole span, see `row_periods`). Returns the summed absolute errors and pixel counts
+    (normalised units and reflectance) for `model`, `temporal_mean`, `period_mean` and
+    `nearest_frame`, plus the held-out truth, the predictions and the baselines
+    (`B C H W`) for plots.
     """
     from aef_lit.preprocess import denormalise
     from aef_lit.reconstruction import decode_targets, hold_out
 
+    if period not in HELDOUT_PERIODS:
+        raise ValueError(f"period must be one of {HELDOUT_PERIODS}, got {period!r}")
     was_training = model.training
     model.eval()
     cfg = model.cfg
     held = hold_out(batch, cfg, generator)
+    if period == "row":
+        held = row_periods(held, source)
     mu = model.summarise(model.encode(held.inputs), held.periods)
     pred = decode_targets(model, mu, held)[source].float()
     tg = held.targets[source]
@@ -690,6 +719,10 @@ def heldout_errors(model: nn.Module, batch, source: str = "s2", generator: torch
     w_in = sb.weight * sb.frame_mask[..., None, None]  # B T H W, clear input frames only
     n_in = w_in.sum(1)  # B H W
     mean = (sb.x * w_in[:, :, None]).sum(1) / n_in.clamp_min(1)[:, None]
+    inside = ((sb.t >= tg.period[:, :1]) & (sb.t < tg.period[:, 1:])).float()[..., None, None]
+    w_p = w_in * inside  # clear input frames inside the target's period
+    n_p = w_p.sum(1)
+    period_mean = torch.where((n_p > 0)[:, None], (sb.x * w_p[:, :, None]).sum(1) / n_p.clamp_min(1)[:, None], mean)
     dt = (sb.t - tg.t[:, None]).abs().float()[..., None, None].expand_as(w_in)
     dt = torch.where(w_in > 0, dt, torch.full_like(dt, float("inf")))
     idx = dt.argmin(1)  # B H W
@@ -697,39 +730,41 @@ def heldout_errors(model: nn.Module, batch, source: str = "s2", generator: torch
     ok = (tg.weight > 0) & (n_in > 0)  # pixels where the truth and both baselines exist
     spec = cfg.source(source)
     out: dict[str, Any] = {"pixels": int(ok.sum())}
-    for name, est in (("model", pred), ("temporal_mean", mean), ("nearest_frame", nearest)):
+    for name, est in (("model", pred), ("temporal_mean", mean), ("period_mean", period_mean),
+                      ("nearest_frame", nearest)):
         err = (est - tg.x).abs().mean(1)
         refl = np.abs(denormalise(est.cpu().numpy(), spec, stats)
                       - denormalise(tg.x.cpu().numpy(), spec, stats)).mean(1)
         out[name] = float(err[ok].sum())
         out[name + "_refl"] = float(torch.from_numpy(refl)[ok.cpu()].sum())
-    out.update(truth=tg.x, pred=pred, mean=mean, nearest=nearest, valid=ok, t=tg.t)
+    out.update(truth=tg.x, pred=pred, mean=mean, period_mean=period_mean, nearest=nearest, valid=ok, t=tg.t,
+               period=tg.period)
     model.train(was_training)
     return out
 
 
 def evaluate_heldout(model: nn.Module, data: str = "greenearthnet", sites: Sequence[str] = ("sweden",),
                      rows: int = 64, batch_size: int = 16, tile: int | None = None, frames: int = 8,
-                     seed: int = 1234) -> dict[str, float]:
+                     seed: int = 1234, period: str = "random") -> dict[str, float]:
     """Mean held-out L1 of the model and the baselines over `rows` random rows of `sites`.
 
     Rows, held-out frames and periods are a pure function of `seed`: every model is scored
-    on the same frames.
+    on the same frames. `period`: see `heldout_errors`.
     """
     from aef_lit.sampling import tile_stream, training_dataset
 
     ds = training_dataset(data, sites, tile=tile or model.cfg.tile, frames=frames, seed=seed)
     stream = tile_stream(ds, batch_size)
-    sums = {k: 0.0 for k in ("model", "temporal_mean", "nearest_frame", "model_refl",
-                             "temporal_mean_refl", "nearest_frame_refl")}
+    names = ("model", "temporal_mean", "period_mean", "nearest_frame")
+    sums = {k + suffix: 0.0 for k in names for suffix in ("", "_refl")}
     pixels = 0
     for i in range(max(1, rows // batch_size)):
         res = heldout_errors(model, batch_to(next(stream), next(model.parameters()).device),
-                             generator=step_generator(seed, i))
+                             generator=step_generator(seed, i), period=period)
         pixels += res["pixels"]
         for k in sums:
             sums[k] += res[k]
-    return {k: v / max(pixels, 1) for k, v in sums.items()} | {"pixels": pixels, "rows": rows}
+    return {k: v / max(pixels, 1) for k, v in sums.items()} | {"pixels": pixels, "rows": rows, "period": period}
 
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "data" / "models" / "aef-tiny-greenearthnet" \
@@ -800,11 +835,13 @@ def ship(run_dir: str | Path, out_dir: str | Path | None = None, eval_data: str 
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
     seconds = float(rows_log[-1]["wall_s"]) if rows_log else summary.get("seconds", 0.0)
     scores = evaluate_heldout(model, eval_data, eval_sites, rows=rows, frames=tcfg.frames)
+    whole = evaluate_heldout(model, eval_data, eval_sites, rows=rows, frames=tcfg.frames, period="row")
     facts = {
         "steps": int(total_steps or state["step"]), "train_seconds": round(total_seconds or seconds, 1),
         "hardware": hardware or f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "params": sum(p.numel() for p in model.parameters()),
         "final_terms": _final_terms(rows_log), "heldout": {"data": eval_data, "sites": list(eval_sites), **scores},
+        "heldout_row_period": {"data": eval_data, "sites": list(eval_sites), **whole},
         "notes": notes,
     }
     folder = Path(out_dir) if out_dir is not None else PRETRAINED
@@ -840,7 +877,8 @@ def model_card(mcfg: ModelConfig, tcfg: TrainConfig, facts: dict[str, Any]) -> s
              + (f" --gain {tcfg.gain:g}" if tcfg.gain else "") + (f" --occlude {tcfg.occlude:g}" if tcfg.occlude else "") + (f" --init-from {tcfg.init_from}" if tcfg.init_from else ""))
     stage = "the last stage: " if facts.get("notes") else ""
     over = f" with `model_overrides` {tcfg.model_overrides}" if tcfg.model_overrides else ""
-    return f"""# {mcfg.name} AEF model trained on GreenEarthNet (aef-lit, chapter 21)
+    corpus = "real Sentinel-2 samples from several places" if tcfg.data == "multisite" else "GreenEarthNet"
+    return f"""# {mcfg.name} AEF model trained on {corpus} (aef-lit, chapter 21)
 
 A small AlphaEarth Foundations model (Brown et al. 2025, arXiv 2507.22291) as re-implemented
 in aef-lit, trained on a CPU so that the book can show real embeddings without training in CI.
@@ -872,15 +910,22 @@ It is a teaching artefact: tiny, trained briefly on a few small sites. Do not us
   `python -c "from aef_lit.training import ship; ship('runs/ship')"`.
 
 ## Held-out reconstruction ({', '.join(h['sites'])}, {h['rows']} rows, {h['pixels']:,} clear pixels)
-One Sentinel-2 frame per row is removed from the input and predicted at its instant
-(embedding mu, no vMF noise). Mean absolute error per band over the clear pixels:
+One Sentinel-2 frame per row is removed from the input and predicted at its instant from
+the summary of a random period containing it, as in training (embedding mu, no vMF noise).
+Mean absolute error per band over the clear pixels:
 
 | estimate | L1 (normalised units) | L1 (reflectance) |
 |---|---|---|
 | this model | {h['model']:.4f} | {h['model_refl']:.4f} |
 | per-pixel temporal mean of the clear input frames | {h['temporal_mean']:.4f} | {h['temporal_mean_refl']:.4f} |
+""" + (f"| per-pixel mean of the clear input frames inside the period | {h['period_mean']:.4f} | "
+       f"{h['period_mean_refl']:.4f} |\n" if "period_mean" in h else "") + f"""\
 | per-pixel nearest clear input frame in time | {h['nearest_frame']:.4f} | {h['nearest_frame_refl']:.4f} |
-""" + (f"\n## Notes\n{facts['notes']}\n" if facts.get("notes") else "")
+""" + (f"""
+Summarising instead each row's whole span (`period="row"`, as an annual product would), on the
+same frames: this model {w['model']:.4f}, temporal mean {w['temporal_mean']:.4f}, nearest frame
+{w['nearest_frame']:.4f} (normalised units).
+""" if (w := facts.get("heldout_row_period")) else "") + (f"\n## Notes\n{facts['notes']}\n" if facts.get("notes") else "")
 
 
 if __name__ == "__main__" and "ipykernel" not in sys.modules:  # pragma: no cover - via subprocesses

@@ -347,6 +347,70 @@ def test_multisite_run_trains_on_sites_with_and_without_land_cover(eo_real, tmp_
     assert saved["data"] == "multisite" and saved["occlude"] == 0.5
 
 
+# --- measuring held-out reconstruction -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def frame_index_batch():
+    """A synthetic batch whose S2 frame k holds the value k everywhere, fully clear."""
+    from aef_lit.sampling import TileDataset, load_sites
+
+    ds = TileDataset(load_sites("synthetic", ("a", "b"), seed=0, synthetic_size=48), tile=16, frames=6, seed=3)
+    batch = ds.collate([ds[k] for k in range(4)])
+    sb = batch["s2"]
+    x = torch.arange(sb.x.shape[1], dtype=torch.float32)[None, :, None, None, None].expand_as(sb.x).clone()
+    batch["s2"] = sb.replace(x=x, weight=sb.frame_mask[..., None, None].float().expand_as(sb.weight).clone())
+    return batch
+
+
+def _tiny_model():
+    from aef_lit.conventions import DEM, LANDCOVER
+    from aef_lit.data import GREENEARTHNET_S2
+    from aef_lit.model import build_model
+
+    torch.manual_seed(0)
+    return build_model("tiny", tile=16, sources=(GREENEARTHNET_S2, DEM, LANDCOVER))
+
+
+@pytest.mark.parametrize("period", ["random", "row"])
+def test_heldout_baselines_use_the_remaining_frames_only(frame_index_batch, period):
+    """The baselines are computed from the input frames, never from the held-out frame itself."""
+    from aef_lit.training import heldout_errors
+
+    batch = frame_index_batch
+    res = heldout_errors(_tiny_model(), batch, generator=step_generator(7, 0), period=period)
+    sb, truth = batch["s2"], res["truth"][:, 0, 0, 0]  # the held-out frame's index, per row
+    assert res["pixels"] > 0
+    restricted = 0
+    for b in range(sb.x.shape[0]):
+        k = int(truth[b])
+        inputs = [j for j in range(sb.x.shape[1]) if sb.frame_mask[b, j] and j != k]
+        assert k not in inputs and abs(sb.t[b, k] - res["t"][b]) < 1e-9
+        assert res["mean"][b, 0, 0, 0] == pytest.approx(sum(inputs) / len(inputs))
+        nearest = min(inputs, key=lambda j: abs(float(sb.t[b, j] - sb.t[b, k])))
+        assert res["nearest"][b, 0, 0, 0] == nearest
+        t0, t1 = res["period"][b].tolist()
+        assert t0 <= float(sb.t[b, k]) < t1
+        inside = [j for j in inputs if t0 <= float(sb.t[b, j]) < t1] or inputs
+        restricted += inside != inputs
+        assert res["period_mean"][b, 0, 0, 0] == pytest.approx(sum(inside) / len(inside))
+        if period == "row":  # the row's whole span: every frame inside, so the two means agree
+            assert t0 <= float(sb.t[b][sb.frame_mask[b]].min()) and float(sb.t[b][sb.frame_mask[b]].max()) < t1
+            assert res["period_mean"][b, 0, 0, 0] == pytest.approx(res["mean"][b, 0, 0, 0])
+    assert (restricted > 0) == (period == "random"), "random periods should leave some input frames out"
+
+
+def test_heldout_periods_differ_and_bad_period_is_refused(frame_index_batch):
+    from aef_lit.training import heldout_errors
+
+    model = _tiny_model()
+    rand = heldout_errors(model, frame_index_batch, generator=step_generator(7, 0))
+    row = heldout_errors(model, frame_index_batch, generator=step_generator(7, 0), period="row")
+    assert torch.equal(rand["truth"], row["truth"]), "the same frames are held out under both periods"
+    assert (row["period"][:, 1] - row["period"][:, 0] >= 0).all()
+    assert not torch.equal(rand["period"], row["period"]) and not torch.allclose(rand["pred"], row["pred"])
+    with pytest.raises(ValueError, match="period"):
+        heldout_errors(model, frame_index_batch, period="year")
+
+
 # --- the shipped model ------------------------------------------------------------------------
 def test_shipped_model_files_are_small_and_safe():
     from aef_lit.training import PRETRAINED
