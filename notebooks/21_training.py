@@ -1470,6 +1470,36 @@ if shipped is not None and real_data:
         "on the held-out site the 10 m grid should remove much of the gap to the mean"
 
 # %% [markdown]
+# ### Which period is summarised
+#
+# Everything above summarises a *random* period around each held-out frame, as training
+# does. Two consequences are easy to miss. The temporal mean averages every input frame
+# of the row, while the summary may describe only a few of them; and a mean restricted to
+# the frames inside the period (the **period mean**) is a harder baseline than the
+# temporal mean, because it is local in time. Summarising each row's whole span instead
+# (`period="row"`, what an annual product does) gives the model and the temporal mean the
+# same frames. The cell scores the shipped model on its held-out site both ways, on the
+# same rows and frames.
+
+# %%
+if shipped is not None and real_data:
+    per = {}
+    for how in HELDOUT_PERIODS:
+        sc = evaluate_heldout(shipped, held_data, held_sites, rows=64, frames=8, period=how)
+        per[how] = {k: sc[k] for k in ("model", "temporal_mean", "period_mean", "nearest_frame")}
+    per_table = pd.DataFrame(per).T
+    display(per_table.round(4))
+    fig, ax = plt.subplots(figsize=(7, 2.8))
+    per_table.T.plot.barh(ax=ax)
+    ax.set(xlabel="held-out L1 (normalised units)", title=f"{held_sites[0]}: random period vs the row's span")
+    ax.set_xlim(0.8 * per_table.values.min(), 1.02 * per_table.values.max())
+    plt.tight_layout()
+    plt.show()
+    assert abs(per["row"]["period_mean"] - per["row"]["temporal_mean"]) < 1e-6, "the whole span holds every frame"
+    assert per["row"]["model"] < per["random"]["model"], "a summary of every input frame should predict better"
+    assert per["random"]["period_mean"] < per["random"]["temporal_mean"], "the period mean is the harder baseline"
+
+# %% [markdown]
 # ### What the trained summariser attends to
 #
 # Chapter 11 showed an *untrained* summariser spreading its attention almost uniformly
