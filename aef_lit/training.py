@@ -699,7 +699,7 @@ def heldout_errors(model: nn.Module, batch, source: str = "s2", generator: torch
     whole span, see `row_periods`). Returns the summed absolute errors and pixel counts
     (normalised units and reflectance) for `model`, `temporal_mean`, `period_mean` and
     `nearest_frame`, plus the held-out truth, the predictions and the baselines
-    (`B C H W`) for plots.
+    (`truth`, `pred`, `mean`, `mean_in_period`, `nearest`: `B C H W`) for plots.
     """
     from aef_lit.preprocess import denormalise
     from aef_lit.reconstruction import decode_targets, hold_out
@@ -737,7 +737,7 @@ def heldout_errors(model: nn.Module, batch, source: str = "s2", generator: torch
                       - denormalise(tg.x.cpu().numpy(), spec, stats)).mean(1)
         out[name] = float(err[ok].sum())
         out[name + "_refl"] = float(torch.from_numpy(refl)[ok.cpu()].sum())
-    out.update(truth=tg.x, pred=pred, mean=mean, period_mean=period_mean, nearest=nearest, valid=ok, t=tg.t,
+    out.update(truth=tg.x, pred=pred, mean=mean, mean_in_period=period_mean, nearest=nearest, valid=ok, t=tg.t,
                period=tg.period)
     model.train(was_training)
     return out

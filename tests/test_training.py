@@ -379,6 +379,8 @@ def test_heldout_baselines_use_the_remaining_frames_only(frame_index_batch, peri
     res = heldout_errors(_tiny_model(), batch, generator=step_generator(7, 0), period=period)
     sb, truth = batch["s2"], res["truth"][:, 0, 0, 0]  # the held-out frame's index, per row
     assert res["pixels"] > 0
+    errors = [k + s for k in ("model", "temporal_mean", "period_mean", "nearest_frame") for s in ("", "_refl")]
+    assert all(isinstance(res[k], float) and math.isfinite(res[k]) for k in errors), "summed errors are plain floats"
     restricted = 0
     for b in range(sb.x.shape[0]):
         k = int(truth[b])
@@ -391,10 +393,10 @@ def test_heldout_baselines_use_the_remaining_frames_only(frame_index_batch, peri
         assert t0 <= float(sb.t[b, k]) < t1
         inside = [j for j in inputs if t0 <= float(sb.t[b, j]) < t1] or inputs
         restricted += inside != inputs
-        assert res["period_mean"][b, 0, 0, 0] == pytest.approx(sum(inside) / len(inside))
+        assert res["mean_in_period"][b, 0, 0, 0] == pytest.approx(sum(inside) / len(inside))
         if period == "row":  # the row's whole span: every frame inside, so the two means agree
             assert t0 <= float(sb.t[b][sb.frame_mask[b]].min()) and float(sb.t[b][sb.frame_mask[b]].max()) < t1
-            assert res["period_mean"][b, 0, 0, 0] == pytest.approx(res["mean"][b, 0, 0, 0])
+            assert res["mean_in_period"][b, 0, 0, 0] == pytest.approx(res["mean"][b, 0, 0, 0])
     assert (restricted > 0) == (period == "random"), "random periods should leave some input frames out"
 
 
