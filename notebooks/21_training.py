@@ -1068,7 +1068,7 @@ def heldout_errors(model: nn.Module, batch, source: str = "s2", generator: torch
     dt = torch.where(w_in > 0, dt, torch.full_like(dt, float("inf")))
     idx = dt.argmin(1)  # B H W
     nearest = torch.gather(sb.x, 1, idx[:, None, None].expand(-1, 1, sb.x.shape[2], -1, -1)).squeeze(1)
-    ok = (tg.weight > 0) & (n_in > 0)  # pixels where the truth and both baselines exist
+    ok = (tg.weight > 0) & (n_in > 0)  # pixels where the truth and every baseline exist
     spec = cfg.source(source)
     out: dict[str, Any] = {"pixels": int(ok.sum())}
     for name, est in (("model", pred), ("temporal_mean", mean), ("period_mean", period_mean),

@@ -332,6 +332,13 @@ def test_model_card_describes_the_data_the_run_used():
     assert "GreenEarthNet minicubes portugal" in gen and "B08 for B8A" not in gen
     assert "multisite" in multi and "portugal, belgium" in multi and "B08 for B8A" in multi
     assert "--data multisite --sites portugal belgium" in multi, "the reproduce line names the data"
+    assert "inside the period" not in gen and "whole span" not in gen, "older facts: no rows for missing scores"
+    newer = {**facts, "heldout": {**facts["heldout"], "period_mean": 0.1234, "period_mean_refl": 0.0101},
+             "heldout_row_period": {**facts["heldout"], "model": 0.1987, "temporal_mean": 0.2468}}
+    card = model_card(mcfg, TrainConfig(data="greenearthnet", sites=("portugal",)), newer)
+    assert "| per-pixel mean of the clear input frames inside the period | 0.1234 | 0.0101 |" in card
+    assert "whole span" in card and "this model 0.1987, temporal mean 0.2468" in card
+    assert card.index("inside the period") < card.index("nearest clear input frame"), "one table, in order"
 
 
 @pytest.mark.real
