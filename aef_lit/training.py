@@ -28,6 +28,9 @@ from aef_lit.conventions import (
     ModelConfig, SourceSpec, autocast_dtype, batch_to, get_config, select_device, seed_everything,
 )
 
+if typing.TYPE_CHECKING:  # imported lazily at run time (chapter 15's module pulls in the model)
+    from aef_lit.reconstruction import HeldOut
+
 log = logging.getLogger("aef_lit.training")
 
 TERMS = ("total", "reconstruction", "uniformity", "consistency", "text")
@@ -671,7 +674,7 @@ HELDOUT_PERIODS = ("random", "row")
 """How `heldout_errors` picks each target's period: as in training, or the row's whole span."""
 
 
-def row_periods(held, source: str = "s2") -> Any:
+def row_periods(held: HeldOut, source: str = "s2") -> HeldOut:
     """`held` with every target's period set to its row's span of `source` frames.
 
     The span runs from the row's first frame to one day past its last, the held-out frame
