@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -163,11 +164,13 @@ class TileDataset(Dataset):
             exp(u), u ~ U(-gain, gain), the same factor for all its frames (0 = off).
         occlude: probability that a frame of an input time series gets a synthetic,
             cloud-shaped gap (`augment_occlusion`; 0 = off).
+        time_shift: every timestamp of a row (all its sources) moves by the same
+            u ~ U(-time_shift, time_shift) days (`augment_time_shift`; 0 = off).
     """
 
     def __init__(self, samples: Sequence[Sample], tile: int = 32, frames: int = 8, seed: int = 0,
                  min_span_days: float = 60.0, min_valid: float = 0.05, stats=None, gain: float = 0.0,
-                 occlude: float = 0.0):
+                 occlude: float = 0.0, time_shift: float = 0.0):
         from aef_lit.preprocess import DEFAULT_STATS
 
         self.samples = list(samples)
@@ -183,6 +186,9 @@ class TileDataset(Dataset):
         if not 0.0 <= occlude <= 1.0:
             raise ValueError(f"occlude is a probability, got {occlude}")
         self.occlude = occlude
+        if not (math.isfinite(time_shift) and time_shift >= 0.0):
+            raise ValueError(f"time_shift is a non-negative number of days, got {time_shift}")
+        self.time_shift = time_shift
         self.stats = DEFAULT_STATS if stats is None else stats
 
     def __len__(self) -> int:  # a virtual, unbounded dataset; len() for tools that ask
@@ -193,7 +199,8 @@ class TileDataset(Dataset):
         sample = self.samples[int(rng.integers(len(self.samples)))]
         row = cut_row(sample, rng, self.tile, self.frames, self.min_span_days, self.min_valid)
         row = augment_gain(row, rng, self.gain) if self.gain > 0 else row
-        return augment_occlusion(row, rng, self.occlude) if self.occlude > 0 else row
+        row = augment_occlusion(row, rng, self.occlude) if self.occlude > 0 else row
+        return augment_time_shift(row, rng, self.time_shift) if self.time_shift > 0 else row
 
     @property
     def frames_per_source(self) -> dict[str, int]:
@@ -243,10 +250,11 @@ def tile_stream(ds: TileDataset, batch_size: int, start: int = 0, rank: int = 0,
 
 def training_dataset(data: str = "auto", sites: Sequence[str] = ("portugal", "hungary"), tile: int = 32,
                      frames: int = 8, seed: int = 0, min_span_days: float = 60.0, stats=None,
-                     gain: float = 0.0, occlude: float = 0.0) -> TileDataset:
+                     gain: float = 0.0, occlude: float = 0.0, time_shift: float = 0.0) -> TileDataset:
     """`load_sites` + `TileDataset` in one call (what chapter 21's trainer uses)."""
     return TileDataset(load_sites(data, sites, seed=seed), tile=tile, frames=frames, seed=seed,
-                       min_span_days=min_span_days, stats=stats, gain=gain, occlude=occlude)
+                       min_span_days=min_span_days, stats=stats, gain=gain, occlude=occlude,
+                       time_shift=time_shift)
 
 
 def augment_gain(row: Sample, rng: np.random.Generator, gain: float) -> Sample:
@@ -290,6 +298,20 @@ def augment_occlusion(row: Sample, rng: np.random.Generator, p: float) -> Sample
             valid[hit] &= field[:, 0].numpy() > level
         new = SourceFrames.build(fr.values, fr.times, valid, fr.meta, fr.name, empty="drop")
         out[name] = new if new.T > 0 else fr
+    return Sample(row.site, row.grid, out, dict(row.specs), labels=row.labels, captions=row.captions)
+
+
+def augment_time_shift(row: Sample, rng: np.random.Generator, days: float) -> Sample:
+    """Move every timestamp of a row, in every source, by one u ~ U(-days, days).
+
+    Relative times (which frame came first, how far apart, where a frame lies in a period)
+    are unchanged; only the calendar date the timecodes see moves. With a few sites, each
+    imaged in one year, the date alone tells a model which site and season it is looking
+    at; shifting it makes the frames themselves the only reliable clue.
+    """
+    u = float(rng.uniform(-days, days))
+    out = {name: SourceFrames(fr.values, fr.times + u, fr.valid, fr.meta, fr.name)
+           for name, fr in row.sources.items()}
     return Sample(row.site, row.grid, out, dict(row.specs), labels=row.labels, captions=row.captions)
 
 

@@ -362,6 +362,10 @@ else:
 
 # %%
 #| export
+GAP_FILLS = ("zero", "mean")
+"""How input projectors treat pixels without an observation (`ModelConfig.gap_fill`, chapter 5)."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything that decides the shape of the AEF model.
@@ -379,6 +383,9 @@ class ModelConfig:
         embed_dim: E, the embedding size (64).
         kappa: vMF concentration of the bottleneck (8000, fixed).
         decoder_hidden, decoder_layers: implicit decoder MLP (512 x 2 in the paper).
+        gap_fill: what the input projectors put where a frame has no observation (a pixel the
+            loader zeroed: cloud, nodata, synthetic gap): "zero" leaves the zeros, "mean" puts
+            the mean of that pixel's observed frames in the row there (chapter 5).
         sources: the sources the model encodes and decodes.
     """
 
@@ -399,6 +406,7 @@ class ModelConfig:
     kappa: float = 8000.0
     decoder_hidden: int = 64
     decoder_layers: int = 2
+    gap_fill: str = "zero"
     sources: tuple[SourceSpec, ...] = DEFAULT_SOURCES
 
     def __post_init__(self):
@@ -409,6 +417,8 @@ class ModelConfig:
                 raise ValueError(f"d_{what}={d} is not divisible by heads_{what}={h}")
         if self.timecode_dim % 2:
             raise ValueError("timecode_dim must be even (sin and cos pairs)")
+        if self.gap_fill not in GAP_FILLS:
+            raise ValueError(f"gap_fill must be one of {GAP_FILLS}, got {self.gap_fill!r}")
         names = [s.name for s in self.sources]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate source names: {names}")

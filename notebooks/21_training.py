@@ -149,6 +149,8 @@ class TrainConfig:
         text: feed each row's caption to the text term (chapter 18); off = that term is 0.
         gain: radiometric augmentation of optical bands (chapter 20; 0 = off).
         occlude: probability of a synthetic cloud-shaped gap per input frame (chapter 20; 0 = off).
+        time_shift: move each row's timestamps by one random U(-time_shift, time_shift) days
+            (chapter 20; 0 = off).
         init_from: start from the weights of this checkpoint or safetensors file (a new
             run: fresh optimiser and schedule); ignored when resuming.
         progress: show a tqdm bar (rank 0 only).
@@ -184,6 +186,7 @@ class TrainConfig:
     text: bool = True
     gain: float = 0.0
     occlude: float = 0.0
+    time_shift: float = 0.0
     init_from: str = ""
     progress: bool = True
     halt_after: int = 0
@@ -647,7 +650,8 @@ def default_data(cfg: TrainConfig, model_tile: int, info: DistInfo):
     from aef_lit.sampling import tile_stream, training_dataset
 
     ds = training_dataset(cfg.data, cfg.sites, tile=model_tile, frames=cfg.frames, seed=cfg.seed,
-                          min_span_days=cfg.min_span_days, gain=cfg.gain, occlude=cfg.occlude)
+                          min_span_days=cfg.min_span_days, gain=cfg.gain, occlude=cfg.occlude,
+                          time_shift=cfg.time_shift)
 
     def make_batches(start_step: int) -> Iterator:
         return tile_stream(ds, batch_size=cfg.batch_size, start=start_step * cfg.grad_accum,
@@ -1230,7 +1234,8 @@ def model_card(mcfg: ModelConfig, tcfg: TrainConfig, facts: dict[str, Any]) -> s
              f"--frames {tcfg.frames} --batch-size {tcfg.batch_size} --steps {tcfg.steps} --lr {tcfg.lr:g} "
              f"--warmup-frac {tcfg.warmup_frac:g} --seed {tcfg.seed}"
              + (f" --model-overrides '{tcfg.model_overrides}'" if tcfg.model_overrides else "")
-             + (f" --gain {tcfg.gain:g}" if tcfg.gain else "") + (f" --occlude {tcfg.occlude:g}" if tcfg.occlude else "") + (f" --init-from {tcfg.init_from}" if tcfg.init_from else ""))
+             + (f" --gain {tcfg.gain:g}" if tcfg.gain else "") + (f" --occlude {tcfg.occlude:g}" if tcfg.occlude else "")
+             + (f" --time-shift {tcfg.time_shift:g}" if tcfg.time_shift else "") + (f" --init-from {tcfg.init_from}" if tcfg.init_from else ""))
     stage = "the last stage: " if facts.get("notes") else ""
     over = f" with `model_overrides` {tcfg.model_overrides}" if tcfg.model_overrides else ""
     corpus = "real Sentinel-2 samples from several places" if tcfg.data == "multisite" else "GreenEarthNet"

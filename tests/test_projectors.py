@@ -51,3 +51,59 @@ def test_source_embedding_distinguishes_sources(tiny_cfg):
     z = {n: proj.projectors[n](torch.zeros(1, 1, s.channels, 4, 4), torch.ones(1, 1, dtype=torch.bool))
          for n, s in ((s.name, s) for s in tiny_cfg.input_sources)}
     assert not torch.allclose(z["s2"], z["s1"])
+
+
+def _gappy(gen, B=2, T=5, C=3, H=4, W=4):
+    x = torch.randn(B, T, C, H, W, generator=gen)
+    seen = torch.rand(B, T, 1, H, W, generator=gen) > 0.4
+    mask = torch.ones(B, T, dtype=torch.bool)
+    mask[0, 3] = False  # a held-out or dropped frame: its values must not leak into the fill
+    mask[1, 4] = False
+    return torch.where(seen, x, torch.zeros(())), seen[:, :, 0], mask
+
+
+def test_fill_gaps_puts_the_mean_of_the_observed_frames_of_that_pixel(gen):
+    from aef_lit.projectors import fill_gaps
+
+    x, seen, mask = _gappy(gen)
+    y = fill_gaps(x, mask)
+    use = seen & mask[..., None, None]
+    assert torch.equal(y[use[:, :, None].expand_as(x)], x[use[:, :, None].expand_as(x)]), "observations kept"
+    for b in range(2):
+        for i in range(4):
+            for j in range(4):
+                obs = use[b, :, i, j]
+                for t in range(5):
+                    if mask[b, t] and not seen[b, t, i, j]:
+                        want = x[b, obs, :, i, j].mean(0) if obs.any() else torch.zeros(3)
+                        assert torch.allclose(y[b, t, :, i, j], want, atol=1e-6)
+    assert torch.equal(y[0, 3], x[0, 3]) and torch.equal(y[1, 4], x[1, 4]), "masked frames are left alone"
+
+
+def test_fill_gaps_never_reads_masked_frames(gen):
+    from aef_lit.projectors import fill_gaps
+
+    x, _, mask = _gappy(gen)
+    x2 = x.clone()
+    x2[0, 3] = 5.0  # the held-out frame changes
+    y, y2 = fill_gaps(x, mask), fill_gaps(x2, mask)
+    keep = mask[:, :, None, None, None].expand_as(x)
+    assert torch.equal(y[keep], y2[keep])
+
+
+def test_gap_fill_option_changes_only_frames_with_gaps(tiny_cfg, gen):
+    import pytest
+
+    from aef_lit.projectors import SourceProjector
+
+    spec = tiny_cfg.input_sources[0]
+    zero, mean = SourceProjector(spec, 8), SourceProjector(spec, 8, gap_fill="mean")
+    mean.load_state_dict(zero.state_dict())
+    x = torch.randn(1, 3, spec.channels, 4, 4, generator=gen)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    assert torch.allclose(zero(x, mask), mean(x, mask)), "no gaps, no change"
+    x[0, 1, :, :2, :2] = 0.0  # one 2x2 cell of frame 1 unobserved
+    diff = (zero(x, mask) - mean(x, mask)).abs().sum(2)[0]
+    assert diff.nonzero().tolist() == [[1, 0, 0]], "only the gap's own cell of its own frame changes"
+    with pytest.raises(ValueError, match="gap_fill"):
+        tiny_cfg.replace(gap_fill="nearest")

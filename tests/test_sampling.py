@@ -233,3 +233,26 @@ def test_occlusion_masks_input_frames_only_and_zeroes_them(synth_ds):
     assert augment_occlusion(row, np.random.default_rng(0), 0.0).sources["s2"].valid.sum() == row.sources["s2"].valid.sum()
     with pytest.raises(ValueError, match="probability"):
         TileDataset(synth_ds.samples, tile=16, occlude=1.5)
+
+
+def test_time_shift_moves_every_source_of_a_row_by_one_offset(synth_ds):
+    shifted = TileDataset(synth_ds.samples, tile=16, frames=4, seed=3, time_shift=200.0)
+    offsets = []
+    for k in range(20):
+        a, b = synth_ds[k], shifted[k]
+        assert a.labels == b.labels, "same window and frames as without augmentation"
+        d = {n: b.sources[n].times - a.sources[n].times for n in a.sources}
+        u = float(d["s2"][0])
+        for n, dn in d.items():
+            assert np.allclose(dn, u), f"{n}: one offset for every frame and source of a row"
+            assert np.array_equal(a.sources[n].values, b.sources[n].values)
+            assert np.array_equal(a.sources[n].valid, b.sources[n].valid)
+        assert np.allclose(np.diff(b.sources["s2"].times), np.diff(a.sources["s2"].times)), "relative times kept"
+        offsets.append(u)
+    offsets = np.array(offsets)
+    assert np.all(np.abs(offsets) <= 200.0) and offsets.std() > 50, "offsets spread over U(-200, 200)"
+    assert np.array_equal(shifted[5].sources["s2"].times, shifted[5].sources["s2"].times), "deterministic"
+    with pytest.raises(ValueError, match="time_shift"):
+        TileDataset(synth_ds.samples, tile=16, time_shift=-1.0)
+    with pytest.raises(ValueError, match="time_shift"):
+        TileDataset(synth_ds.samples, tile=16, time_shift=float("nan"))
