@@ -64,6 +64,9 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
 # - **Never the loss weights.** A `SourceBatch.weight` (clouds, nodata) weights the loss
 #   only (§1); the projector does not read it, and the tests check that changing it
 #   changes nothing.
+# - **Gaps, optionally filled** (`ModelConfig.gap_fill`): where a frame has no
+#   observation (the loader wrote 0 in every band), `"mean"` puts the mean of that pixel's
+#   observed frames; `"zero"` leaves the zero. See *Gaps* at the end of the chapter.
 # - Target-only sources (`role="target"`, e.g. DEM, land cover) have no projector.
 
 # %%
@@ -222,3 +225,80 @@ for ax, (f, who, col) in zip(axes, ((2, "precision", "yellow"), (8, "time", "cya
 fig.suptitle(title)
 plt.tight_layout()
 plt.show()
+
+# %% [markdown]
+# ## Gaps: what the projector sees where nothing was observed
+#
+# The paper feeds the encoder what the sensor recorded, clouds included, and uses cloud
+# masks only to weight the loss (§1): with millions of rows, the model learns to read
+# through a bright cloud. Our loaders do something else (chapter 2): under a cloud, a
+# shadow or nodata they write **0**, which after normalisation (chapter 3) is the value of
+# an *average* pixel of the whole corpus. So a gap is not invisible to the model (a
+# real z-score is never exactly 0 in all four bands), but it is ambiguous: at a dark
+# boreal forest a zero looks like a patch of much brighter land, and a model trained on
+# nearly clear places has rarely met one. Chapter 21 measured what that costs: on the
+# cloudiest site (Sweden, about 70 % of pixel-frames clear) a model loses most to the
+# per-pixel temporal mean exactly at the pixels whose inputs are mostly cloudy.
+#
+# `gap_fill="mean"` removes the ambiguity in the simplest way we could think of: before
+# the patch embedding, every unobserved pixel of a real frame gets the mean of the same
+# pixel's *observed* frames in the row (still zero if it has none). Three things keep this
+# honest. The fill is computed from the input the model is given, inside the forward pass,
+# so a held-out frame (chapter 15) or a frame the student drops (chapter 17) has its
+# `frame_mask` off and never enters it; the loss weights are still never read (a gap is
+# recognised by its zeros alone); and shapes stay static. The paper is silent here because
+# its inputs have no gaps of this kind, so this is our choice (**open**), and `"zero"`
+# stays available (and is what the first shipped model was trained with).
+
+# %%
+from aef_lit.projectors import fill_gaps
+
+x_g = batch["s2"].x.clone()
+m_g = batch["s2"].frame_mask
+x_g[0, 0, :, 4:12, 4:12] = 0.0  # a square "cloud" on the first frame of row 0
+filled = fill_gaps(x_g, m_g)
+real = m_g[0].nonzero().flatten()[1:]  # the row's other real frames
+want = x_g[0, real][:, :, 4:12, 4:12].mean(0)
+assert torch.allclose(filled[0, 0, :, 4:12, 4:12], want, atol=1e-6), "a gap gets its pixels' mean over the other frames"
+assert torch.equal(filled[0, 1:], x_g[0, 1:]), "observed pixels are never changed"
+held_out = m_g.clone()
+held_out[0, 1] = False  # hold frame 1 out: it must stop contributing
+x_h = x_g.clone()
+x_h[0, 1] = 9.0
+assert torch.equal(fill_gaps(x_h, held_out)[0, 0], fill_gaps(x_g, held_out)[0, 0]), "a held-out frame never leaks"
+
+
+def cloudy_frames():
+    """(values C H W, valid H W) of the Swedish minicube's cloudiest partly clear frame, or None."""
+    if find_eo_real(required=False) is None or data == "synthetic":
+        return None
+    from aef_lit.data import load_greenearthnet_minicube
+    from aef_lit.preprocess import DEFAULT_STATS, normalise_frames
+
+    site = load_greenearthnet_minicube("sweden")
+    fr = normalise_frames(site.sources["s2"], site.specs["s2"], DEFAULT_STATS)
+    clear = fr.valid.mean((1, 2))
+    k = int(np.argmin(np.where(clear > 0.3, clear, 2.0)))
+    return torch.from_numpy(fr.values), torch.from_numpy(fr.valid), k
+
+
+sw = cloudy_frames()
+if sw is not None:
+    xs, vs, k = sw
+    xs_f = fill_gaps(xs[None], torch.ones(1, xs.shape[0], dtype=torch.bool))[0]
+    as_rgb = lambda v: np.clip((v[[2, 1, 0]].permute(1, 2, 0).numpy() + 1.5) / 3.0, 0, 1)  # z-scores to [0, 1]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
+    axes[0].imshow(vs[k], cmap="gray")
+    axes[0].set_title(f"valid pixels of frame {k} ({100 * vs[k].float().mean():.0f} % clear)")
+    axes[1].imshow(as_rgb(xs[k]))
+    axes[1].set_title('gap_fill="zero": what the model sees')
+    axes[2].imshow(as_rgb(xs_f[k]))
+    axes[2].set_title('gap_fill="mean": gaps filled from other frames')
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle("GreenEarthNet Sweden 2021, normalised RGB (real S2)")
+    plt.tight_layout()
+    plt.show()
+    gap = ~vs[k]
+    assert (xs[k][:, gap] == 0).all() and (xs_f[k][:, gap] != 0).any(), "the gaps were zeros, and are filled"
+
