@@ -752,11 +752,13 @@ def heldout_errors(model: nn.Module, batch, source: str = "s2", generator: torch
 
 def evaluate_heldout(model: nn.Module, data: str = "greenearthnet", sites: Sequence[str] = ("sweden",),
                      rows: int = 64, batch_size: int = 16, tile: int | None = None, frames: int = 8,
-                     seed: int = 1234, period: str = "random") -> dict[str, float]:
+                     seed: int = 1234, period: str = "random", shift_days: float = 0.0) -> dict[str, float]:
     """Mean held-out L1 of the model and the baselines over `rows` random rows of `sites`.
 
     Rows, held-out frames and periods are a pure function of `seed`: every model is scored
-    on the same frames. `period`: see `heldout_errors`.
+    on the same frames. `period`: see `heldout_errors`. `shift_days` moves every timestamp
+    of every row by that many days (the frames are unchanged): a probe of how much the
+    model reads the calendar rather than the frames.
     """
     from aef_lit.sampling import tile_stream, training_dataset
 
@@ -766,12 +768,16 @@ def evaluate_heldout(model: nn.Module, data: str = "greenearthnet", sites: Seque
     sums = {k + suffix: 0.0 for k in names for suffix in ("", "_refl")}
     pixels = 0
     for i in range(max(1, rows // batch_size)):
-        res = heldout_errors(model, batch_to(next(stream), next(model.parameters()).device),
+        batch = next(stream)
+        if shift_days:
+            batch = {k: replace(v, t=v.t + shift_days) for k, v in batch.items()}
+        res = heldout_errors(model, batch_to(batch, next(model.parameters()).device),
                              generator=step_generator(seed, i), period=period)
         pixels += res["pixels"]
         for k in sums:
             sums[k] += res[k]
-    return {k: v / max(pixels, 1) for k, v in sums.items()} | {"pixels": pixels, "rows": rows, "period": period}
+    return {k: v / max(pixels, 1) for k, v in sums.items()} | {"pixels": pixels, "rows": rows, "period": period,
+                                                                "shift_days": shift_days}
 
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "data" / "models" / "aef-tiny-greenearthnet" \

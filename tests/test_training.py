@@ -420,6 +420,20 @@ def test_heldout_periods_differ_and_bad_period_is_refused(frame_index_batch):
         heldout_errors(model, frame_index_batch, period="year")
 
 
+def test_calendar_shift_probe_moves_the_model_not_the_baselines():
+    """`shift_days` changes only the dates: the baselines (which never read a date's value
+    beyond ordering) stay exactly the same, a model that reads timecodes does not."""
+    from aef_lit.training import evaluate_heldout
+
+    model = _tiny_model()
+    plain = evaluate_heldout(model, "synthetic", ("a",), rows=8, batch_size=8)
+    moved = evaluate_heldout(model, "synthetic", ("a",), rows=8, batch_size=8, shift_days=365.0)
+    assert moved["shift_days"] == 365.0 and plain["pixels"] == moved["pixels"] > 0
+    for k in ("temporal_mean", "period_mean", "nearest_frame"):
+        assert moved[k] == pytest.approx(plain[k], rel=1e-6), k
+    assert moved["model"] != pytest.approx(plain["model"], rel=1e-6), "the untrained model reads the calendar"
+
+
 # --- the shipped model ------------------------------------------------------------------------
 def test_shipped_model_files_are_small_and_safe():
     from aef_lit.training import PRETRAINED
