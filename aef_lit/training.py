@@ -60,6 +60,9 @@ class TrainConfig:
         activation_checkpointing: recompute each STP block in the backward pass (`paper`).
         checkpoint_every: steps between checkpoints (one file, overwritten atomically).
         keep_best: also keep `best.pt`, the checkpoint with the lowest mean loss so far.
+        ema: decay of an exponential moving average of the weights, kept beside them and
+            saved in every checkpoint (0 = off; e.g. 0.999 averages over ~1,000 steps).
+            `ship` exports the average, and `TrainResult.model` carries it.
         log_every: steps between progress-bar updates (metrics are logged every step).
         out_dir: run folder: `ckpt.pt`, `metrics.csv`, `config.json`, `summary.json`.
         resume: continue from `out_dir/ckpt.pt` when it exists.
@@ -99,6 +102,7 @@ class TrainConfig:
     activation_checkpointing: bool = False
     checkpoint_every: int = 100
     keep_best: bool = False
+    ema: float = 0.0
     log_every: int = 1
     out_dir: str = "runs/train"
     resume: bool = True
@@ -126,6 +130,8 @@ class TrainConfig:
             raise ValueError("checkpoint_every must be >= 1 (a checkpoint every step is the port's mistake, §12)")
         if self.tile and self.tile % 16:
             raise ValueError(f"tile must be a multiple of 16, got {self.tile}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema is a decay in [0, 1), got {self.ema}")
         self.overrides()  # fail at parse time, not after the data has loaded
 
     def overrides(self) -> dict[str, Any]:
@@ -260,6 +266,39 @@ def model_config_from_json(text: str | dict) -> ModelConfig:
     srcs = tuple(SourceSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()})
                  for s in d.pop("sources"))
     return ModelConfig(**d, sources=srcs)
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights (Polyak averaging), for `TrainConfig.ema`.
+
+    After the n-th update the average moves towards the current weights by 1 - d_n, with
+    d_n = min(decay, (1 + n) / (10 + n)), so that the first steps do not leave it stuck
+    near the initial weights. Integer buffers are copied, not averaged. Its `state_dict`
+    holds only tensors and numbers (checkpoints stay `weights_only`-loadable).
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = float(decay)
+        self.updates = 0
+        self.shadow = {k: v.detach().clone() for k, v in unwrap(model).state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, v in unwrap(model).state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].lerp_(v.detach(), 1.0 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.updates = int(state["updates"])
+        for k, v in state["shadow"].items():
+            self.shadow[k].copy_(v)
 
 
 def autocast_context(device: torch.device, bf16: bool = True):
@@ -498,6 +537,10 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, objective: nn.Mod
         unwrap(model).load_state_dict(weights)
         log.info("initialised the weights from %s", cfg.init_from)
 
+    average = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
+    if average is not None and cfg.resume and ckpt_path.exists() and "ema" in state:
+        average.load_state_dict(state["ema"])
+
     step_module: nn.Module = TrainStep(model, objective)
     if info.distributed:
         step_module = nn.parallel.DistributedDataParallel(
@@ -557,6 +600,8 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, objective: nn.Mod
             if not math.isfinite(grad_norm):
                 raise NonFiniteLossError(_nan_message(step, {**values, "grad_norm": grad_norm}, ckpt_path))
             optimizer.step()
+            if average is not None:
+                average.update(model)
             xla_sync(device)
             done = step + 1
             dt = time.perf_counter() - t0
@@ -570,13 +615,14 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, objective: nn.Mod
                 bar.set_postfix({k[:5]: f"{values[k]:.4f}" for k in TERMS} | {"tile/s": f"{row['tiles_per_s']:.1f}"})
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 if info.is_main:
+                    extra = {} if average is None else {"ema": average.state_dict()}
                     save_checkpoint(ckpt_path, model, optimizer, done, cfg, model_cfg,
-                                    objective=unwrap(objective).state_dict())
+                                    objective=unwrap(objective).state_dict(), **extra)
                     mean = sum(window) / len(window)
                     if cfg.keep_best and mean < best:
                         best = mean
                         save_checkpoint(out / BEST, model, optimizer, done, cfg, model_cfg,
-                                        objective=unwrap(objective).state_dict(), mean_loss=mean)
+                                        objective=unwrap(objective).state_dict(), mean_loss=mean, **extra)
                 window.clear()
                 if info.distributed:
                     dist.barrier()
@@ -602,6 +648,8 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, objective: nn.Mod
         out.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()},
                   str(out / f"final_rank{info.rank}.safetensors"))
+    if average is not None:  # the run is over: the returned model carries the average
+        unwrap(model).load_state_dict(average.shadow)
     seconds = time.perf_counter() - t_start
     if info.is_main:
         (out / "summary.json").write_text(json.dumps(
@@ -842,7 +890,7 @@ def ship(run_dir: str | Path, out_dir: str | Path | None = None, eval_data: str 
     tcfg = TrainConfig.from_dict(json.loads(state["config"]))
     mcfg = model_config_from_json(state["model_config"])
     model = build_model(mcfg)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state["ema"]["shadow"] if "ema" in state else state["model"])  # the average, if kept
     model.eval()
     rows_log = read_metrics(run / METRICS)
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
@@ -888,7 +936,8 @@ def model_card(mcfg: ModelConfig, tcfg: TrainConfig, facts: dict[str, Any]) -> s
              f"--warmup-frac {tcfg.warmup_frac:g} --seed {tcfg.seed}"
              + (f" --model-overrides '{tcfg.model_overrides}'" if tcfg.model_overrides else "")
              + (f" --gain {tcfg.gain:g}" if tcfg.gain else "") + (f" --occlude {tcfg.occlude:g}" if tcfg.occlude else "")
-             + (f" --time-shift {tcfg.time_shift:g}" if tcfg.time_shift else "") + (f" --init-from {tcfg.init_from}" if tcfg.init_from else ""))
+             + (f" --time-shift {tcfg.time_shift:g}" if tcfg.time_shift else "")
+             + (f" --ema {tcfg.ema:g}" if tcfg.ema else "") + (f" --init-from {tcfg.init_from}" if tcfg.init_from else ""))
     stage = "the last stage: " if facts.get("notes") else ""
     over = f" with `model_overrides` {tcfg.model_overrides}" if tcfg.model_overrides else ""
     corpus = "real Sentinel-2 samples from several places" if tcfg.data == "multisite" else "GreenEarthNet"

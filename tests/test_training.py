@@ -186,6 +186,36 @@ def test_loss_falls_and_resume_is_exact(tmp_path):
     assert load_checkpoint(tmp_path / "ref" / CHECKPOINT)["step"] == 12
 
 
+def test_weight_average_follows_its_recursion():
+    from aef_lit.training import WeightAverage
+
+    net = nn.Linear(3, 2)
+    w0 = net.weight.detach().clone()
+    avg = WeightAverage(net, decay=0.9)
+    want = w0.clone()
+    for n in range(1, 40):
+        with torch.no_grad():
+            net.weight.add_(torch.full_like(net.weight, 0.1))
+        avg.update(net)
+        d = min(0.9, (1 + n) / (10 + n))
+        want = d * want + (1 - d) * net.weight.detach()
+    assert torch.allclose(avg.shadow["weight"], want, atol=1e-6)
+    assert (avg.shadow["weight"] < net.weight).all(), "the average lags behind weights that keep moving"
+    with pytest.raises(ValueError, match="ema"):
+        TrainConfig(ema=1.0)
+
+
+def test_ema_is_checkpointed_resumed_and_returned(tmp_path):
+    ref = toy_run(tmp_path / "ref", ema=0.8)
+    ck = load_checkpoint(tmp_path / "ref" / CHECKPOINT)
+    assert ck["ema"]["updates"] == 12 and "lin.weight" in ck["ema"]["shadow"]
+    assert torch.equal(ref.model.lin.weight, ck["ema"]["shadow"]["lin.weight"]), "the result carries the average"
+    assert not torch.equal(ck["model"]["lin.weight"], ck["ema"]["shadow"]["lin.weight"])
+    toy_run(tmp_path / "cut", ema=0.8, halt_after=7)  # last checkpoint at step 6
+    res = toy_run(tmp_path / "cut", ema=0.8)
+    assert torch.equal(res.model.lin.weight, ref.model.lin.weight), "a resumed run ends with the same average"
+
+
 def test_checkpoint_not_written_every_step(tmp_path):
     writes = []
     import aef_lit.training as T
