@@ -1497,6 +1497,7 @@ show_reconstructions(result.model, f"after {result.step} steps ({eval_sites[0]},
 if (PRETRAINED / "model.safetensors").exists():
     shipped, shipped_cfg = load_pretrained()
     facts = json.loads((PRETRAINED / "config.json").read_text())
+    shipped_train_cfg = TrainConfig.from_dict(facts["train_config"])
     print(f"{PRETRAINED.name}: {facts['params']:,} parameters, {facts['steps']} steps, "
           f"{facts['train_seconds'] / 60:.0f} min on {facts['hardware']}")
     curve = pd.read_csv(PRETRAINED / METRICS)
@@ -1661,6 +1662,90 @@ if shipped is not None and real_data:
 # almost no weight, although the model never sees the cloud mask. Where a period has few
 # clear frames of its own (the second half here), the query borrows from the nearest
 # clear frames outside it.
+
+# %% [markdown]
+# ### Why a new place is hard: the pixel's own level, and the calendar
+#
+# Two probes show what a model trained on a few places does at a place it never saw.
+#
+# **Does a prediction follow the pixel's own level?** A model that reads its input
+# predicts a bright pixel brighter and a dark pixel darker, as the pixel's own temporal
+# mean does: plotted against that mean, its predictions should fall on a line of slope 1
+# (and, with no bias, through the origin). A model that has partly learned its training
+# places' look instead of reading the input pulls its predictions towards what it saw in
+# training: the slope falls below 1 and the predictions shift. Below, per band, for the
+# held-out site and a training site.
+
+# %%
+def level_fit(model, data_name, sites, rows=32, seed=1234):
+    """Per band: slope and intercept of the model's held-out predictions against the input's
+    temporal mean, the mean bias of predictions and of the mean, and the points (for plots)."""
+    ds_l = training_dataset(data_name, sites, tile=model.cfg.tile, frames=8, seed=seed)
+    stream_l = tile_stream(ds_l, 16)
+    P, M, Y = [], [], []
+    for i in range(max(1, rows // 16)):
+        r = heldout_errors(model, next(stream_l), generator=step_generator(seed, i))
+        ok = r["valid"]
+        for acc, key in ((P, "pred"), (M, "mean"), (Y, "truth")):
+            acc.append(rearrange(r[key], "b c h w -> c b h w")[:, ok])
+    P, M, Y = (torch.cat(a, 1).numpy() for a in (P, M, Y))
+    fits = np.array([np.polyfit(M[c], P[c], 1) for c in range(P.shape[0])])
+    return {"slope": fits[:, 0], "intercept": fits[:, 1], "bias_model": (P - Y).mean(1),
+            "bias_mean": (M - Y).mean(1), "pred": P, "mean": M, "truth": Y}
+
+
+if shipped is not None and real_data:
+    from einops import rearrange
+
+    train_site = train_sites[0]
+    fit_held = level_fit(shipped, held_data, held_sites)
+    fit_train = level_fit(shipped, held_data, (train_site,))
+    bands = shipped_cfg.source("s2").bands
+    fig, axes = plt.subplots(1, len(bands), figsize=(14, 3.3))
+    for c, ax in enumerate(axes):
+        for fit, name, col in ((fit_train, f"{train_site} (training)", "C0"), (fit_held, f"{held_sites[0]} (held out)", "C3")):
+            k = np.random.default_rng(0).choice(fit["mean"].shape[1], size=min(1500, fit["mean"].shape[1]), replace=False)
+            ax.scatter(fit["mean"][c, k], fit["pred"][c, k], s=2, alpha=0.25, color=col)
+            xs = np.linspace(fit["mean"][c].min(), fit["mean"][c].max(), 2)
+            ax.plot(xs, fit["slope"][c] * xs + fit["intercept"][c], color=col, lw=2,
+                    label=f"{name}: slope {fit['slope'][c]:.2f}")
+        lim = ax.get_xlim()
+        ax.plot(lim, lim, "k:", lw=1)
+        ax.set(title=bands[c], xlabel="temporal mean of the inputs", ylabel="model" if c == 0 else None)
+        ax.legend(fontsize=6)
+    fig.suptitle("held-out predictions against the pixel's own temporal mean (normalised units; dotted: slope 1)")
+    plt.tight_layout()
+    plt.show()
+    print(pd.DataFrame({"slope, training site": fit_train["slope"], "slope, held-out site": fit_held["slope"],
+                        "bias, held-out site": fit_held["bias_model"], "bias of the mean": fit_held["bias_mean"]},
+                       index=bands).round(3).to_string())
+    assert (fit_train["slope"] > 0.6).all(), "on a training site predictions follow the input's level"
+
+# %% [markdown]
+# **Does the model read the calendar?** Every timestamp of the held-out rows is moved by
+# the same number of days; the frames, and so every baseline, stay exactly as they are.
+# A model that reads only its frames and their spacing scores the same whatever the
+# shift; a model that has tied the look of its training places to their dates does not.
+# Chapter 20's `time_shift` augmentation exists because the first shipped model failed
+# this probe: on Sweden at 10 m its error rose from 0.243 to 0.262 with a 90-day shift,
+# to 0.261 with a year, and to 0.303 with ten years (64 rows; the temporal mean: 0.238).
+
+# %%
+if shipped is not None and real_data:
+    shifts = (-365.0, -90.0, 0.0, 90.0, 182.0, 365.0)
+    probe = {d: evaluate_heldout(shipped, held_data, held_sites, rows=32, frames=8, shift_days=d) for d in shifts}
+    fig, ax = plt.subplots(figsize=(7, 2.8))
+    ax.plot(shifts, [probe[d]["model"] for d in shifts], "o-", label="shipped model")
+    ax.axhline(probe[0.0]["temporal_mean"], color="k", ls=":", label="temporal mean (does not move)")
+    ax.set(xlabel="every timestamp moved by (days)", ylabel="held-out L1", title=f"the calendar probe ({held_sites[0]})")
+    ax.legend(fontsize=8)
+    plt.tight_layout()
+    plt.show()
+    spread = max(v["model"] for v in probe.values()) / min(v["model"] for v in probe.values()) - 1
+    print(f"largest relative change of the model's error over the shifts: {100 * spread:.1f} %")
+    assert all(abs(v["temporal_mean"] - probe[0.0]["temporal_mean"]) < 1e-9 for v in probe.values())
+    if shipped_train_cfg.time_shift >= 365:
+        assert spread < 0.05, "a model trained with time_shift=365 should barely notice the calendar"
 
 # %% [markdown]
 # **What we found, honestly.** The shipped model embeds real tiles and, *on the sites it
