@@ -1729,6 +1729,9 @@ if shipped is not None and real_data:
 # Chapter 20's `time_shift` augmentation exists because the first shipped model failed
 # this probe: on Sweden at 10 m its error rose from 0.243 to 0.262 with a 90-day shift,
 # to 0.261 with a year, and to 0.303 with ten years (64 rows; the temporal mean: 0.238).
+# A model trained from scratch with `time_shift=365` (run T6 in the findings below) passes
+# it: over the six shifts of the cell its error on Sweden moved by 0.7 %, the shipped
+# model's by 34 % (32 rows each).
 
 # %%
 if shipped is not None and real_data:
@@ -1752,8 +1755,11 @@ if shipped is not None and real_data:
 # was trained on*, beats the per-pixel temporal mean (tables above: Portugal and Hungary).
 # On Sweden, a site it never saw (boreal forest in spring, darker than anything in Portugal
 # or Hungary), it is **still not better than the temporal mean** after the training we
-# could afford on a CPU: 8 % worse on the cubes' own grid, 1 % worse on the 10 m grid. So
-# issue 5's last criterion stays open and its test is a strict `xfail`. What we measured
+# could afford on a CPU: 8 % worse on the cubes' own grid, 1 % worse on the 10 m grid. The
+# best model we trained for the unseen site (T6 below) is 1.5 % *better* than the mean on
+# Sweden at 10 m, but that is a tie, not "clearly better", and it gave up the training
+# sites to get there. So issue 5's last criterion stays open and its test is a strict
+# `xfail`. What we measured
 # on the way (held-out L1 in normalised units, 128 rows per site, the same frames and
 # pixels for every model of a table; the temporal mean uses the cloud mask, the model
 # never sees it):
@@ -1837,6 +1843,47 @@ if shipped is not None and real_data:
 #   period is a harder baseline than the issue's temporal mean (Sweden 0.2319 against
 #   0.2446; Portugal 0.391 against 0.424): the shipped model beats it on its training
 #   sites (0.353, 0.420 against 0.391, 0.464), not on Sweden.
+#
+# - **Taking away the shortcuts: the calendar, the gaps, the level.** The two probes of
+#   the previous section name three things the shipped model leans on that do not carry
+#   to a new place: the dates of its training rows, zeros where a frame is missing, and
+#   its training sites' brightness. We removed them one by one, from scratch on the six
+#   `multisite` sites at 10 m, with the `occlude=0.25` recipe above and chapter 20's
+#   `time_shift=365` in every run, and scored each checkpoint on Sweden (64 rows, random
+#   periods; temporal mean 0.238; two runs at a time, one thread each, 1.1-1.2 steps/s):
+#
+#   | run | per-band gain | gaps (chapter 5) | weights scored | 2,500 | 5,000 | 7,500 | 10,000 | 12,000 |
+#   |---|---|---|---|---|---|---|---|---|
+#   | the `occlude=0.25` run above, no `time_shift` | 0.6 | zeros | raw | 0.403 | 0.346 | 0.304 | | 0.255 (128 rows) |
+#   | T1 | 0.6 | zeros | raw | 0.387 | stopped | | | |
+#   | T3 | 0.6 | `gap_fill="mean"` | raw | 0.388 | 0.295 | 0.313 | stopped | |
+#   | T5 | 1.2 | `gap_fill="mean"` | `ema=0.999` | 0.323 | 0.282 | 0.256 | 0.246 | 0.243 |
+#   | T6 | 0.9 | `gap_fill="mean"` | `ema=0.999` | 0.284 | 0.310 | 0.267 | 0.241 | **0.235** |
+#
+#   (Fine-tuning the shipped weights at 10 m with `time_shift` and the gap fill, lr 3e-4,
+#   on the Portugal and Hungary cubes and GeoTIFFs: 0.303 after 1,000 steps, 0.290 after
+#   2,000; stopped.) T6 is the first model to come out under the mean on Sweden; with 128
+#   rows (model / temporal mean, random periods):
+#
+#   | model | Sweden cube, 10 m | Sweden GeoTIFF, 10 m | Portugal, 10 m | Hungary, 10 m | Sweden, ~20 m |
+#   |---|---|---|---|---|---|
+#   | shipped model | 1.012 | 1.050 | **0.833** | **0.859** | 1.085 |
+#   | T5 (gain 1.2) | 1.019 | 1.094 | 1.063 | 1.030 | 1.146 |
+#   | T6 (gain 0.9) | **0.985** | 1.031 | 1.076 | 1.013 | 1.122 |
+#
+#   The probes moved as intended: T6's error moves by 0.7 % over the calendar shifts (the
+#   shipped model's by 34 %), and its predictions follow Sweden's own level more (at 10 m,
+#   32 rows: slopes 0.68-0.76 per band against the shipped model's 0.52-0.70; Portugal 1.02-1.21 against
+#   1.14-1.21). But the price is plain in the second table: with its training sites'
+#   look and dates taken away, T6 is no better than the mean anywhere else, its training
+#   sites included (Portugal 7.6 % worse), where the shipped model's 14-17 % lead on its
+#   training sites came from knowing them. So we kept the shipped model. The gap fill
+#   alone, switched on at inference in the shipped model (`gap_fill="mean"`, the same
+#   weights), takes Sweden at 10 m from 0.2475 to 0.2407 (random periods) and, with the
+#   row's whole span, from 0.2372 to 0.2317, 5.3 % under the mean; on the Sweden GeoTIFF
+#   0.2538 to 0.2492 (random) and 0.2377 to 0.2336 (row). That is the closest any
+#   configuration came, and it is not the issue's protocol (random periods, the cubes'
+#   grid), so it changes nothing above.
 #
 # Closing the gap needs what a CPU afternoon cannot give: many more places (the paper
 # trains on millions; ours are five, one of them three scenes) and far more steps (the
