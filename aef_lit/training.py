@@ -518,6 +518,7 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, objective: nn.Mod
 
     # --- resume -----------------------------------------------------------------------
     start = 0
+    state: dict[str, Any] = {}  # the checkpoint resumed from, if any
     if cfg.resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, map_location=device)
         unwrap(model).load_state_dict(state["model"])
@@ -538,7 +539,7 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, objective: nn.Mod
         log.info("initialised the weights from %s", cfg.init_from)
 
     average = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
-    if average is not None and cfg.resume and ckpt_path.exists() and "ema" in state:
+    if average is not None and "ema" in state:
         average.load_state_dict(state["ema"])
 
     step_module: nn.Module = TrainStep(model, objective)
