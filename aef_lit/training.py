@@ -989,7 +989,15 @@ Mean absolute error per band over the clear pixels:
 Summarising instead each row's whole span (`period="row"`, as an annual product would), on the
 same frames: this model {w['model']:.4f}, temporal mean {w['temporal_mean']:.4f}, nearest frame
 {w['nearest_frame']:.4f} (normalised units).
-""" if (w := facts.get("heldout_row_period")) else "") + (f"\n## Notes\n{facts['notes']}\n" if facts.get("notes") else "")
+""" if (w := facts.get("heldout_row_period")) else "") + (f"""
+## Sparse-label probes (chapter 24, `aef-eval`)
+Embeddings of this model, untrained networks of its architecture and designed baselines, probed
+with the paper's protocol ({(p := facts['probes'])['settings'].get('folds')} folds, spatial splits, 95 % t intervals).
+Tasks marked *leak* had their labels as a training target of this model at that site: not a
+measure of mapping from few labels.
+
+{p['table']}
+""" if facts.get("probes") else "") + (f"\n## Notes\n{facts['notes']}\n" if facts.get("notes") else "")
 
 
 if __name__ == "__main__" and "ipykernel" not in sys.modules:  # pragma: no cover - via subprocesses

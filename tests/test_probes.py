@@ -194,3 +194,10 @@ def test_regression_trials_recover_a_linear_target():
     shuffled = rng.permutation(y)
     rows = P.run_trials({"f": x}, shuffled, lambda r, i: P.pixel_split(len(y), r), kind="regression", folds=3)
     assert all(r["r2"] < 0.05 for r in rows if r["shots"] == "max")
+
+
+def test_block_split_says_when_the_buffer_swallows_the_pool():
+    rows, cols = np.meshgrid(np.arange(30), np.arange(30), indexing="ij")
+    xy = np.stack([cols.ravel(), -rows.ravel()], 1) * 10.0  # 300 m square
+    with pytest.raises(ValueError, match="too small"):
+        P.block_split(xy, np.random.default_rng(0), block=150.0, buffer=400.0)
