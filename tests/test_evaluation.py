@@ -174,13 +174,15 @@ def test_compare_gives_verdicts_from_paired_differences():
 
 def test_markdown_table_marks_leaks_and_best(tmp_path):
     task = _synthetic_task(seed=5)
+    task.groups = ["hungary"]  # a training site of the shipped model, whose landcover it decoded
     res = E.evaluate({"xy": E.BaselineMethod("xy"), "composite": E.BaselineMethod("composite")}, [task], folds=3,
                      progress=False, model_meta=json.loads((PRETRAINED / "config.json").read_text()))
     md = res.markdown("knn3")
-    assert "| synthetic | blocks | xy |" in md and "**" in md
+    assert "| synthetic† | blocks | xy |" in md and "**" in md and "† synthetic: leak" in md
     out = res.to_json(tmp_path / "r.json")
     back = json.loads(out.read_text())
     assert len(back["rows"]) == len(res.rows) and back["tasks"]["synthetic"]["pixels"] > 0
+    assert E.EvalResult.from_json(out).markdown("knn3") == md
 
 
 def test_bad_tasks_and_methods_are_refused():
@@ -239,7 +241,7 @@ def test_update_card_puts_the_table_into_the_model_folder(tmp_path):
     res = E.evaluate({"xy": E.BaselineMethod("xy")}, [_synthetic_task(seed=7)], folds=2, progress=False)
     E.update_card(folder, res)
     card = (folder / "MODEL_CARD.md").read_text()
-    assert "## Sparse-label probes" in card and "| synthetic | blocks | xy |" in card
+    assert "## Sparse-label probes" in card and "| synthetic | blocks | xy |" in card  # no model meta: no leak
     assert "| this model |" in card  # the rest of the card is still there
     assert json.loads((folder / "config.json").read_text())["probes"]["probe"] == "knn3"
 

@@ -201,3 +201,15 @@ def test_block_split_says_when_the_buffer_swallows_the_pool():
     xy = np.stack([cols.ravel(), -rows.ravel()], 1) * 10.0  # 300 m square
     with pytest.raises(ValueError, match="too small"):
         P.block_split(xy, np.random.default_rng(0), block=150.0, buffer=400.0)
+
+
+def test_test_sets_are_capped_per_class_and_shared():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(5000, int), np.ones(300, int)]
+    x = rng.normal(size=(len(y), 3))
+    rows = P.run_trials({"a": x, "b": x + 1}, y, lambda r, i: P.pixel_split(len(y), r), folds=2, shots=(10,),
+                        max_test_per_class=1000)
+    assert {r["n_test"] for r in rows} <= {1000 + c for c in range(120, 181)}  # 1000 zeros + all ~150 ones
+    full = P.run_trials({"a": x}, y, lambda r, i: P.pixel_split(len(y), r), folds=1, shots=(10,),
+                        max_test_per_class=None)
+    assert full[0]["n_test"] == 2650
