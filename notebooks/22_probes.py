@@ -27,7 +27,8 @@
 # training sets are drawn, the confidence intervals, and the train/test splits that decide
 # whether a number can be believed. Each comes with a property that a wrong implementation
 # would fail. Chapter 23 builds the baselines an embedding must beat, and chapter 24 runs the
-# whole protocol on real labels. Everything here is plain NumPy, exported to `aef_lit.probes`.
+# whole protocol on real labels. Everything here is plain NumPy (torch only for the nearest-neighbour
+# search, where it is several times faster), exported to `aef_lit.probes`.
 
 # %% tags=["parameters"]
 # Parameters (papermill injects values here). Defaults are sized for a 2-core CPU.
