@@ -151,6 +151,20 @@ def cut_row(sample: Sample, rng: np.random.Generator, tile: int, frames: int,
     raise RuntimeError(f"no usable {tile} x {tile} window in {sample.site} after {tries} draws")
 
 
+def keep_targets(sample: Sample, targets: Sequence[str] | None) -> Sample:
+    """`sample` without the target-only sources not named in `targets` (None: all kept)."""
+    if targets is None:
+        return sample
+    unknown = set(targets) - {"dem", "landcover"} - {n for n, sp in sample.specs.items() if sp.role == "target"}
+    if unknown:
+        raise ValueError(f"unknown target source(s) {sorted(unknown)}; targets are e.g. dem, landcover")
+    keep = {n for n, sp in sample.specs.items() if sp.role == "input" or n in targets}
+    return Sample(sample.site, sample.grid, {n: f for n, f in sample.sources.items() if n in keep},
+                  {n: sp for n, sp in sample.specs.items() if n in keep}, labels=sample.labels,
+                  captions=sample.captions)
+
+
+#| export
 class TileDataset(Dataset):
     """Row key -> a cropped training `Sample`; `collate` makes the padded batch.
 
@@ -166,14 +180,17 @@ class TileDataset(Dataset):
             cloud-shaped gap (`augment_occlusion`; 0 = off).
         time_shift: every timestamp of a row (all its sources) moves by the same
             u ~ U(-time_shift, time_shift) days (`augment_time_shift`; 0 = off).
+        targets: the target-only sources to keep (None = every one the sites have; () =
+            none: the model then only reconstructs its inputs). Dropping a target keeps its
+            labels out of the model, so they can be evaluated without a leak (chapter 24).
     """
 
     def __init__(self, samples: Sequence[Sample], tile: int = 32, frames: int = 8, seed: int = 0,
                  min_span_days: float = 60.0, min_valid: float = 0.05, stats=None, gain: float = 0.0,
-                 occlude: float = 0.0, time_shift: float = 0.0):
+                 occlude: float = 0.0, time_shift: float = 0.0, targets: Sequence[str] | None = None):
         from aef_lit.preprocess import DEFAULT_STATS
 
-        self.samples = list(samples)
+        self.samples = [keep_targets(s, targets) for s in samples]
         if not self.samples:
             raise ValueError("TileDataset needs at least one site")
         names = [sorted(n for n, sp in s.specs.items() if sp.role == "input") for s in self.samples]
@@ -250,11 +267,12 @@ def tile_stream(ds: TileDataset, batch_size: int, start: int = 0, rank: int = 0,
 
 def training_dataset(data: str = "auto", sites: Sequence[str] = ("portugal", "hungary"), tile: int = 32,
                      frames: int = 8, seed: int = 0, min_span_days: float = 60.0, stats=None,
-                     gain: float = 0.0, occlude: float = 0.0, time_shift: float = 0.0) -> TileDataset:
+                     gain: float = 0.0, occlude: float = 0.0, time_shift: float = 0.0,
+                     targets: Sequence[str] | None = None) -> TileDataset:
     """`load_sites` + `TileDataset` in one call (what chapter 21's trainer uses)."""
     return TileDataset(load_sites(data, sites, seed=seed), tile=tile, frames=frames, seed=seed,
                        min_span_days=min_span_days, stats=stats, gain=gain, occlude=occlude,
-                       time_shift=time_shift)
+                       time_shift=time_shift, targets=targets)
 
 
 def augment_gain(row: Sample, rng: np.random.Generator, gain: float) -> Sample:

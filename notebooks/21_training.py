@@ -154,6 +154,9 @@ class TrainConfig:
         occlude: probability of a synthetic cloud-shaped gap per input frame (chapter 20; 0 = off).
         time_shift: move each row's timestamps by one random U(-time_shift, time_shift) days
             (chapter 20; 0 = off).
+        targets: the target-only sources the model learns to decode where a site has them
+            (chapter 20's `keep_targets`); `none` (or an empty tuple) = none: no label the
+            evaluation scores (WorldCover, DEM) can leak into the model (chapter 24).
         init_from: start from the weights of this checkpoint or safetensors file (a new
             run: fresh optimiser and schedule); ignored when resuming.
         progress: show a tqdm bar (rank 0 only).
@@ -191,12 +194,15 @@ class TrainConfig:
     gain: float = 0.0
     occlude: float = 0.0
     time_shift: float = 0.0
+    targets: tuple[str, ...] = ("dem", "landcover")
     init_from: str = ""
     progress: bool = True
     halt_after: int = 0
     save_rank_weights: bool = False
 
     def __post_init__(self):
+        targets = tuple(self.targets)
+        object.__setattr__(self, "targets", () if targets in (("none",), ("",)) else targets)
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("steps, batch_size and grad_accum must be >= 1")
         if not 0.0 <= self.warmup_frac < 1.0:
@@ -732,7 +738,7 @@ def default_data(cfg: TrainConfig, model_tile: int, info: DistInfo):
 
     ds = training_dataset(cfg.data, cfg.sites, tile=model_tile, frames=cfg.frames, seed=cfg.seed,
                           min_span_days=cfg.min_span_days, gain=cfg.gain, occlude=cfg.occlude,
-                          time_shift=cfg.time_shift)
+                          time_shift=cfg.time_shift, targets=cfg.targets)
 
     def make_batches(start_step: int) -> Iterator:
         return tile_stream(ds, batch_size=cfg.batch_size, start=start_step * cfg.grad_accum,
@@ -1333,6 +1339,7 @@ def model_card(mcfg: ModelConfig, tcfg: TrainConfig, facts: dict[str, Any]) -> s
              + (f" --model-overrides '{tcfg.model_overrides}'" if tcfg.model_overrides else "")
              + (f" --gain {tcfg.gain:g}" if tcfg.gain else "") + (f" --occlude {tcfg.occlude:g}" if tcfg.occlude else "")
              + (f" --time-shift {tcfg.time_shift:g}" if tcfg.time_shift else "")
+             + (f" --targets {' '.join(tcfg.targets) or 'none'}" if tuple(tcfg.targets) != ("dem", "landcover") else "")
              + (f" --ema {tcfg.ema:g}" if tcfg.ema else "") + (f" --init-from {tcfg.init_from}" if tcfg.init_from else ""))
     stage = "the last stage: " if facts.get("notes") else ""
     over = f" with `model_overrides` {tcfg.model_overrides}" if tcfg.model_overrides else ""

@@ -256,3 +256,16 @@ def test_time_shift_moves_every_source_of_a_row_by_one_offset(synth_ds):
         TileDataset(synth_ds.samples, tile=16, time_shift=-1.0)
     with pytest.raises(ValueError, match="time_shift"):
         TileDataset(synth_ds.samples, tile=16, time_shift=float("nan"))
+
+
+def test_keep_targets_drops_targets_and_refuses_unknown_names():
+    from aef_lit.conventions import DEM, LANDCOVER
+    from aef_lit.data import GREENEARTHNET_S2, synthetic_sample
+    from aef_lit.sampling import keep_targets
+
+    s = synthetic_sample((GREENEARTHNET_S2, DEM, LANDCOVER), height=16, width=16)
+    assert set(keep_targets(s, None).sources) == {"s2", "dem", "landcover"}
+    assert set(keep_targets(s, ()).sources) == {"s2"}
+    assert set(keep_targets(s, ("landcover",)).specs) == {"s2", "landcover"}
+    with pytest.raises(ValueError, match="unknown target"):
+        keep_targets(s, ("worldcover",))

@@ -384,6 +384,28 @@ def test_multisite_run_trains_on_sites_with_and_without_land_cover(eo_real, tmp_
     assert saved["data"] == "multisite" and saved["occlude"] == 0.5
 
 
+def test_targets_none_trains_a_model_that_decodes_only_its_inputs(tmp_path):
+    """`--targets none`: no land cover or DEM reaches the model (no leak into the evaluation)."""
+    cfg, _ = config_from_args(["--targets", "none"])
+    assert cfg.targets == ()
+    run = TrainConfig(preset="tiny", data="synthetic", sites=("a",), tile=16, frames=4, batch_size=2, steps=2,
+                      device="cpu", text=False, checkpoint_every=2, out_dir=str(tmp_path), progress=False,
+                      targets=())
+    res = train(run)
+    assert [s.name for s in res.model.cfg.sources] == ["s2"]
+    dem_only = train(run.replace(targets=("dem",), out_dir=str(tmp_path / "dem")))
+    assert [s.name for s in dem_only.model.cfg.sources] == ["s2", "dem"]
+    from aef_lit.training import model_card
+
+    facts = {"steps": 2, "train_seconds": 1.0, "hardware": "cpu", "params": 1, "notes": "",
+             "final_terms": dict.fromkeys(("total", "reconstruction", "uniformity", "consistency", "text"), 0.1),
+             "heldout": {"sites": ["sweden"], "rows": 8, "pixels": 100, "model": 0.2, "model_refl": 0.01,
+                         "temporal_mean": 0.3, "temporal_mean_refl": 0.02, "nearest_frame": 0.25,
+                         "nearest_frame_refl": 0.015}}
+    assert "--targets none" in model_card(res.model.cfg, run, facts)
+    assert "--targets" not in model_card(res.model.cfg, TrainConfig(), facts)
+
+
 # --- measuring held-out reconstruction -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def frame_index_batch():
