@@ -1271,6 +1271,73 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# ## Looking inside: what the representations are like
+#
+# A probe score says *whether* features help, not *why*. Four numbers describe a set of
+# per-pixel vectors without any label, and they are the first thing to look at when a trained
+# model ties its untrained twin:
+#
+# - the **effective rank**: $\exp$ of the entropy of the normalised squared singular values of
+#   the centred vectors; how many directions the pixels really spread along (64 at most);
+# - the share of variance in the **top 5 directions**;
+# - the mean **|cos|** between random pairs of pixels (uncentred): 1 means every pixel points
+#   the same way, the collapse that the uniformity term (chapter 16) is there to prevent;
+# - the **neighbour overlap** with another representation: the share of each pixel's 10 nearest
+#   neighbours (among 2,000 sampled pixels) that the two agree on; a trained model that keeps
+#   the untrained network's neighbourhoods has learnt little that kNN can use.
+
+# %%
+#| export
+def representation_stats(x: np.ndarray, pairs: int = 20_000, seed: int = 0) -> dict[str, float]:
+    """Label-free diagnostics of `N x F` vectors: effective rank, top-5 variance share, mean |cos|."""
+    x = np.asarray(x, np.float64)
+    c = x - x.mean(0)
+    sv2 = np.linalg.svd(c, compute_uv=False) ** 2
+    p = sv2 / max(sv2.sum(), 1e-300)
+    nz = p[p > 0]
+    rng = np.random.default_rng(seed)
+    i, j = rng.integers(0, len(x), (2, pairs))
+    keep = i != j
+    n = np.linalg.norm(x, axis=1)
+    cos = (x[i[keep]] * x[j[keep]]).sum(1) / np.maximum(n[i[keep]] * n[j[keep]], 1e-12)
+    return {"effective_rank": float(np.exp(-(nz * np.log(nz)).sum())), "top5_variance": float(p[:5].sum()),
+            "mean_abs_cos": float(np.abs(cos).mean()), "dims": int(x.shape[1])}
+
+
+def neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int = 10, sample: int = 2000, seed: int = 0) -> float:
+    """Mean share of each point's k nearest neighbours (among `sample` random rows) that the two
+    representations `a` and `b` (same rows) agree on: 1 = same neighbourhoods, ~k/sample = unrelated."""
+    if len(a) != len(b):
+        raise ValueError(f"the representations have {len(a)} and {len(b)} rows")
+    idx = np.random.default_rng(seed).choice(len(a), size=min(sample, len(a)), replace=False)
+    na = _pr.nearest_neighbours(a[idx], a[idx], k + 1)[:, 1:]  # drop the point itself
+    nb = _pr.nearest_neighbours(b[idx], b[idx], k + 1)[:, 1:]
+    return float(np.mean([len(set(u) & set(v)) / k for u, v in zip(na, nb)]))
+
+
+# %%
+task = tasks["worldcover_sweden"]
+table = pixel_table(task)
+reps = {m: feature_matrix(_features(methods[m], task, None), table, methods[m].standardise)
+        for m in ("shipped", "untrained_0", "untrained_1", "composite", "mosaiks")}
+stats = pd.DataFrame({m: representation_stats(x) for m, x in reps.items()}).T
+stats["overlap with untrained_0"] = [neighbour_overlap(x, reps["untrained_0"]) for x in reps.values()]
+stats["overlap with composite"] = [neighbour_overlap(x, reps["composite"]) for x in reps.values()]
+display(stats.round(3))
+assert stats.loc["untrained_0", "overlap with untrained_0"] == 1.0
+fig, ax = plt.subplots(figsize=(6, 3.4))
+for m, x in reps.items():
+    sv2 = np.linalg.svd(x - x.mean(0), compute_uv=False) ** 2
+    ax.semilogy(np.arange(1, len(sv2) + 1), sv2 / sv2.sum(), label=m, **{k: v for k, v in style.get(m, {}).items()
+                                                                       if k in ("color", "ls")})
+ax.set_xlabel("direction (singular value rank)")
+ax.set_ylabel("share of variance")
+ax.set_title("Sweden: how the pixels spread, per representation")
+ax.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
 # ## How much a random split flatters
 #
 # The same raster tasks, the same methods and probes, with a random pixel split instead of

@@ -263,3 +263,23 @@ def test_every_real_task_builds_for_the_shipped_inputs(eo_real):
             assert ((t >= p[0]) & (t < p[1])).any(), name
     wc = E.build_task("worldcover_sites", specs, eo_real)
     assert len(wc.samples) == 3 and wc.split == "sites"
+
+
+def test_representation_stats_see_rank_and_collapse():
+    rng = np.random.default_rng(0)
+    iso = rng.normal(size=(3000, 16))
+    st = E.representation_stats(iso)
+    assert 14.5 < st["effective_rank"] <= 16 and st["mean_abs_cos"] < 0.3
+    line = rng.normal(size=(3000, 1)) * np.ones((1, 16)) + 5.0  # rank 1, all pointing one way
+    st = E.representation_stats(line)
+    assert st["effective_rank"] < 1.01 and st["top5_variance"] > 0.999 and st["mean_abs_cos"] > 0.95
+
+
+def test_neighbour_overlap_is_one_for_itself_and_small_for_unrelated():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(1500, 8))
+    assert E.neighbour_overlap(a, a) == 1.0
+    assert E.neighbour_overlap(a, a * 3.0 + 1.0) == 1.0  # scale and shift keep neighbourhoods
+    assert E.neighbour_overlap(a, rng.normal(size=(1500, 8))) < 0.05
+    with pytest.raises(ValueError, match="rows"):
+        E.neighbour_overlap(a, a[:10])
