@@ -25,7 +25,9 @@ def main(argv=None) -> int:
     base = EvalResult.from_json(args.base)
     summ = base.summary
     rows = list(base.rows)
-    names, leaks = [], {}
+    names = sorted({row["method"] for row in rows} - _designed() - {r["method"] for r in rows
+                                                                    if r["method"].startswith("untrained")})
+    leaks = {(n, t): bool(info.get("leak")) for n in names for t, info in base.tasks.items()}
     for path in args.models:
         r = EvalResult.from_json(path)
         new = sorted({row["method"] for row in r.rows} - {row["method"] for row in rows})
