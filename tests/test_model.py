@@ -171,6 +171,7 @@ def test_every_parameter_receives_a_gradient():
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+@pytest.mark.slow  # 30-40 s on the CI machine; tests/test_encoder.py::test_compile_fullgraph keeps compile in CI
 def test_compiles_as_one_graph(model, batch):
     """No graph break (data-dependent Python) in forward nor in the vMF sample (dynamo only;
     the inductor build is the slow test below)."""

@@ -316,6 +316,7 @@ def test_torchrun_two_processes_hold_identical_weights(tmp_path):
     assert not any(math.isnan(float(r["total"])) for r in rows)
 
 
+@pytest.mark.slow  # 30-40 s on the CI machine; tests/test_encoder.py::test_compile_fullgraph keeps compile in CI
 def test_compile_matches_eager(tmp_path):
     eager = toy_run(tmp_path / "eager", steps=4)
     comp = toy_run(tmp_path / "comp", steps=4, compile=True)
