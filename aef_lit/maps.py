@@ -12,15 +12,15 @@ import os
 import re
 import shutil
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from aef_lit.aef_format import AEFWriter, dequantise, quantise
-from aef_lit.conventions import SourceSpec, to_days
-from aef_lit.data import DataError, Grid, SourceFrames
+from aef_lit.conventions import SourceSpec, from_days, to_days
+from aef_lit.data import SCL_VALID, DataError, Grid, SourceFrames, _band_key
 
 log = logging.getLogger("aef_lit.maps")
 
@@ -28,15 +28,12 @@ log = logging.getLogger("aef_lit.maps")
 _NAME_DATE = re.compile(r"(?<!\d)((?:19|20)\d{2})-?(0[1-9]|1[0-2])-?(0[1-9]|[12]\d|3[01])(?!\d)")
 _TAG_DATE = re.compile(r"((?:19|20)\d{2})[:\-](\d{2})[:\-](\d{2})")
 _BAND_IN_NAME = re.compile(r"(?:^|[_\-.])(B(?:0?[1-9]|1[0-2]|8A)|SCL)(?:[_\-.]|$)", re.IGNORECASE)
-SCL_CLEAR = (4, 5, 6, 7, 11)  # vegetation, bare soil, water, unclassified, snow: the rest is cloud, shadow, nodata
 DATE_TAGS = ("TIFFTAG_DATETIME", "ACQUISITION_DATE", "DATE_ACQUIRED", "SENSING_TIME", "DATETIME")
 
 
 def band_key(name: str) -> str:
-    """Canonical band name: `B02`, `b2`, `S2_B2` -> `B2`; `B8A` stays; other names upper-cased."""
-    n = str(name).upper().strip()
-    n = re.sub(r"^(S2[_\-]|S2-L2A-|SENTINEL2[_\-])", "", n)
-    return re.sub(r"^B0(\d)$", r"B\1", n)
+    """Canonical band name: `B02`, `b2`, `S2_B2` -> `B2`; `B8A` stays (chapter 2's rule, for one name)."""
+    return _band_key(str(name).strip())
 
 
 def acquisition_day(path: str | Path, tags: Mapping[str, str] | None = None) -> float | None:
@@ -193,14 +190,14 @@ class RasterStack:
                 ok &= inside
             if self.mask_band and self.mask_band in a.layers:
                 scl, inside = _read_layer(a.layers[self.mask_band], self.grid, row, col, height, width, "nearest")
-                ok &= inside & np.isin(scl, SCL_CLEAR)
+                ok &= inside & np.isin(scl, SCL_VALID)
             valid[t] = ok & np.isfinite(values[t]).all(0)
         values[~np.repeat(valid[:, None], len(want), 1)] = 0.0
         return SourceFrames(values, np.array([a.day for a in keep]), valid, None, self.spec.name)
 
 
 def _day_str(day: float) -> str:
-    return str(np.datetime64(int(round(day * 86400)), "s"))[:10]
+    return str(from_days([day])[0])[:10]
 
 
 def _valid(a: np.ndarray, nd) -> np.ndarray:
