@@ -977,7 +977,7 @@ plt.show()
 # faint pattern at the 12-pixel stride: every tile's pixels still know where in their tile
 # they sit. Larger tiles (the model runs on any multiple of 16) push the tile edges further
 # apart and cost less per pixel, since one pass embeds more pixels for the same overhead (the
-seconds printed are one execution's; `tools/bench_maps.py` is where speed is measured).
+# seconds printed are one execution's; `tools/bench_maps.py` is where speed is measured).
 # Below, the same 144-pixel chunk of the scene five ways: the *periodic amplitude* is the
 # Fourier amplitude, at the tiling's stride, of the mean cosine between horizontal
 # neighbours (0 = no trace of the tiles). We make maps with tiles of at least 64 pixels

@@ -2,10 +2,13 @@
 """Export `#| export` cells of the percent-format notebooks into the `aef_lit` package.
 
 The notebooks in `notebooks/NN_topic.py` are the source of truth. A notebook declares its
-module once with a cell line `#| default_exp topic`; every code cell whose first line is
-`#| export` is copied (without that line) into `aef_lit/topic.py`, in notebook order,
-under a "generated from ..., do not edit" header. Output is a pure function of the
-notebook text, so re-running the export never produces a diff by itself.
+module once with a cell line `#| default_exp part.topic` (a dotted name: the module
+`aef_lit/part/topic.py` inside the sub-package of its book part); every code cell whose
+first line is `#| export` is copied (without that line) into that module, in notebook
+order, under a "generated from ..., do not edit" header. A cell whose first line is
+`#| export part.other` goes to `aef_lit/part/other.py` instead, so one chapter can build
+several modules. Output is a pure function of the notebook text, so re-running the export
+never produces a diff by itself. Sub-package `__init__.py` files are hand-written.
 
 Usage:
     python tools/nb_export.py                 # export every notebook
@@ -29,7 +32,7 @@ HEADER = (
     "# Edit the notebook, then run `python tools/nb_export.py`.\n"
 )
 _DEFAULT_EXP = re.compile(r"^#\|\s*default_exp\s+([A-Za-z_][A-Za-z0-9_.]*)\s*$")
-_EXPORT = re.compile(r"^#\|\s*export\s*$")
+_EXPORT = re.compile(r"^#\|\s*export(?:\s+([A-Za-z_][A-Za-z0-9_.]*))?\s*$")
 
 
 def _cells(py_path: Path) -> list[tuple[str, str]]:
@@ -40,38 +43,43 @@ def _cells(py_path: Path) -> list[tuple[str, str]]:
     return [(c.cell_type, c.source) for c in nb.cells]
 
 
-def render(py_path: Path) -> tuple[str, str] | None:
-    """Return (module_name, module_text) for one notebook, or None if it exports nothing."""
-    module = None
-    chunks: list[str] = []
+def render(py_path: Path) -> dict[str, str]:
+    """{module_name: module_text} for one notebook ({} if it exports nothing)."""
+    default = None
+    chunks: dict[str | None, list[str]] = {}
     for cell_type, source in _cells(py_path):
         if cell_type != "code":
             continue
         lines = source.splitlines()
         body = []
+        target: str | None = None
         exported = False
         for i, line in enumerate(lines):
             m = _DEFAULT_EXP.match(line)
             if m:
-                if module is not None and module != m.group(1):
+                if default is not None and default != m.group(1):
                     raise SystemExit(f"{py_path}: two different default_exp directives")
-                module = m.group(1)
+                default = m.group(1)
                 continue
-            if i == 0 and _EXPORT.match(line):
-                exported = True
+            e = _EXPORT.match(line) if i == 0 else None
+            if e:
+                exported, target = True, e.group(1)
                 continue
             body.append(line)
         if exported:
             text = "\n".join(body).strip("\n")
             if text:
-                chunks.append(text)
-    if module is None:
-        if chunks:
+                chunks.setdefault(target, []).append(text)
+    if None in chunks:
+        if default is None:
             raise SystemExit(f"{py_path}: exported cells but no `#| default_exp` directive")
-        return None
+        chunks.setdefault(default, [])[:0] = chunks.pop(None)
     src = py_path.relative_to(ROOT).as_posix()
-    out = HEADER.format(src=src) + "\n" + "\n\n\n".join(chunks) + "\n"
-    return module, out
+    return {mod: HEADER.format(src=src) + "\n" + "\n\n\n".join(parts) + "\n" for mod, parts in chunks.items()}
+
+
+def module_path(module: str) -> Path:
+    return PKG_DIR / (module.replace(".", "/") + ".py")
 
 
 def _targets(paths: list[str]) -> list[Path]:
@@ -90,31 +98,33 @@ def main(argv: list[str] | None = None) -> int:
     drift: list[str] = []
     owners: dict[str, Path] = {}
     for py in _targets(args.notebooks):
-        res = render(py)
-        if res is None:
-            continue
-        module, text = res
-        if module in owners:
-            raise SystemExit(f"module {module} exported by both {owners[module].name} and {py.name}")
-        owners[module] = py
-        dest = PKG_DIR / (module.replace(".", "/") + ".py")
-        current = dest.read_text() if dest.exists() else None
-        if current == text:
-            continue
-        if args.check:
-            why = "missing" if current is None else "differs from its notebook (hand edit or stale export)"
-            drift.append(f"{dest.relative_to(ROOT)}: {why} -> {py.relative_to(ROOT)}")
-        else:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_text(text)
-            print(f"wrote {dest.relative_to(ROOT)}")
+        for module, text in render(py).items():
+            if module in owners:
+                raise SystemExit(f"module {module} exported by both {owners[module].name} and {py.name}")
+            owners[module] = py
+            dest = module_path(module)
+            current = dest.read_text() if dest.exists() else None
+            if current == text:
+                continue
+            if args.check:
+                why = "missing" if current is None else "differs from its notebook (hand edit or stale export)"
+                drift.append(f"{dest.relative_to(ROOT)}: {why} -> {py.relative_to(ROOT)}")
+            else:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_text(text)
+                print(f"wrote {dest.relative_to(ROOT)}")
 
     if not args.notebooks:
-        # a generated module whose notebook is gone is drift too
-        for f in sorted(PKG_DIR.glob("*.py")):
+        # a generated module whose notebook is gone (or no longer exports it) is drift too
+        produced = {module_path(m) for m in owners}
+        for f in sorted(PKG_DIR.rglob("*.py")):
             head = f.read_text().split("\n", 1)[0]
-            if head.startswith("# generated from") and f.stem not in owners:
-                drift.append(f"{f.relative_to(ROOT)}: generated module with no notebook exporting it")
+            if head.startswith("# generated from") and f not in produced:
+                if args.check:
+                    drift.append(f"{f.relative_to(ROOT)}: generated module with no notebook exporting it")
+                else:
+                    f.unlink()
+                    print(f"removed {f.relative_to(ROOT)} (no notebook exports it)")
     if drift:
         print("aef_lit/ is out of sync with notebooks/:", *drift, sep="\n  ", file=sys.stderr)
         return 1 if args.check else 0
