@@ -47,7 +47,6 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
 
 # %%
 #| default_exp conventions
-
 # %% [markdown]
 # ## The axis vocabulary
 #

@@ -22,7 +22,7 @@
 # fill it from real files without silently losing anything: nodata, clouds, time, and the
 # grid.
 #
-# This chapter exports `aef_lit.data`:
+# This chapter exports `aef_lit.data.core`:
 #
 # * `Grid`, `SourceFrames`, `Sample`: the representation, validated on construction;
 # * generic loaders for a stack of per-date GeoTIFFs and an xarray/netCDF cube;
@@ -52,8 +52,7 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
     )
 
 # %%
-#| default_exp data
-
+#| default_exp data.core
 # %% [markdown]
 # ## What a training row holds
 #
@@ -105,7 +104,7 @@ from aef_lit.conventions import (
     find_eo_real, from_days, to_days,
 )
 
-log = logging.getLogger("aef_lit.data")
+log = logging.getLogger("aef_lit.data.core")
 
 
 class DataError(ValueError):

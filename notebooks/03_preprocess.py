@@ -26,7 +26,7 @@
 # > ±6σ. S1 → dB; values below −30 dB or above 10 dB masked. Cloud masks are used only
 # > to weight the loss, never as model input.
 #
-# This chapter exports `aef_lit.preprocess`: `NormStats` (global statistics, fitted or the
+# This chapter exports `aef_lit.data.preprocess`: `NormStats` (global statistics, fitted or the
 # defaults below), `normalise_frames`, `resample_to_grid` / `resample_sample`, and
 # `collate`, which turns a list of samples into the `SourceBatch` layout of chapter 1.
 
@@ -51,8 +51,7 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
     )
 
 # %%
-#| default_exp preprocess
-
+#| default_exp data.preprocess
 # %% [markdown]
 # ## The transforms
 #
@@ -92,9 +91,9 @@ import numpy as np
 import torch
 
 from aef_lit.conventions import SourceBatch, SourceSpec
-from aef_lit.data import TIMELESS, DataError, Grid, Sample, SourceFrames
+from aef_lit.data.core import TIMELESS, DataError, Grid, Sample, SourceFrames
 
-log = logging.getLogger("aef_lit.preprocess")
+log = logging.getLogger("aef_lit.data.preprocess")
 
 SAR_DB_RANGE = (-30.0, 10.0)
 """S1 backscatter outside this window (dB) is masked (paper §S1)."""
@@ -434,7 +433,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from aef_lit.conventions import DEFAULT_SOURCES, to_days
-from aef_lit.data import (
+from aef_lit.data.core import (
     find_eo_real, load_eolearn_slovenia, load_greenearthnet_minicube, load_samples,
     load_worldcereal_belgium, synthetic_sample,
 )

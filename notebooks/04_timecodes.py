@@ -48,8 +48,7 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
     )
 
 # %%
-#| default_exp timecodes
-
+#| default_exp model.timecodes
 # %% [markdown]
 # ## The code of an instant
 #

@@ -43,8 +43,7 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
     )
 
 # %%
-#| default_exp projectors
-
+#| default_exp model.projectors
 # %% [markdown]
 # ## What we chose, and why
 #
@@ -251,7 +250,7 @@ plt.show()
 # stays available (and is what the first shipped model was trained with).
 
 # %%
-from aef_lit.projectors import fill_gaps
+from aef_lit.model.projectors import fill_gaps
 
 x_g = batch["s2"].x.clone()
 m_g = batch["s2"].frame_mask
@@ -273,7 +272,7 @@ def cloudy_frames():
     if find_eo_real(required=False) is None or data == "synthetic":
         return None
     from aef_lit.data import load_greenearthnet_minicube
-    from aef_lit.preprocess import DEFAULT_STATS, normalise_frames
+    from aef_lit.data.preprocess import DEFAULT_STATS, normalise_frames
 
     site = load_greenearthnet_minicube("sweden")
     fr = normalise_frames(site.sources["s2"], site.specs["s2"], DEFAULT_STATS)

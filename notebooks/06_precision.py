@@ -42,8 +42,7 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
     )
 
 # %%
-#| default_exp precision
-
+#| default_exp model.precision
 # %% [markdown]
 # ## What we chose
 #

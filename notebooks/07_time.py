@@ -47,8 +47,7 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
     )
 
 # %%
-#| default_exp time
-
+#| default_exp model.time
 # %% [markdown]
 # ## What we chose
 #
@@ -155,7 +154,7 @@ class TimeOperator(nn.Module):
 import matplotlib.pyplot as plt
 
 from aef_lit.conventions import get_config, seed_everything, select_device
-from aef_lit.timecodes import timecode_cfg
+from aef_lit.model.timecodes import timecode_cfg
 
 cfg = get_config(preset)
 device = select_device(device)

@@ -41,8 +41,7 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
     )
 
 # %%
-#| default_exp space
-
+#| default_exp model.space
 # %% [markdown]
 # ## What we chose
 #
@@ -68,7 +67,7 @@ from einops import rearrange, repeat
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from aef_lit.time import FeedForward
+from aef_lit.model.time import FeedForward
 
 
 def rope_2d_angles(h: int, w: int, head_dim: int, base: float = 100.0,

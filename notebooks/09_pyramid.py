@@ -44,8 +44,7 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
     )
 
 # %%
-#| default_exp pyramid
-
+#| default_exp model.pyramid
 # %% [markdown]
 # ## Two resamplers, one octave at a time
 #

@@ -43,8 +43,7 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
     )
 
 # %%
-#| default_exp encoder
-
+#| default_exp model.encoder
 # %% [markdown]
 # ## What we chose
 #
@@ -77,11 +76,11 @@ from jaxtyping import Bool, Float, Float64
 from torch import Tensor, nn
 
 from aef_lit.conventions import ModelConfig
-from aef_lit.precision import PrecisionOperator
-from aef_lit.pyramid import Downsample, FinalResample, PyramidExchange
-from aef_lit.space import SpaceOperator
-from aef_lit.time import TimeOperator
-from aef_lit.timecodes import timecode_cfg
+from aef_lit.model.precision import PrecisionOperator
+from aef_lit.model.pyramid import Downsample, FinalResample, PyramidExchange
+from aef_lit.model.space import SpaceOperator
+from aef_lit.model.time import TimeOperator
+from aef_lit.model.timecodes import timecode_cfg
 
 OPERATOR_DEPTH = 2
 """Layers per operator per STP block (open in the paper; 2 puts `paper` near its ~480M)."""
@@ -146,7 +145,7 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from aef_lit.conventions import PRESETS, get_config, random_batch, seed_everything, select_device
-from aef_lit.projectors import InputProjection
+from aef_lit.model.projectors import InputProjection
 
 cfg = get_config(preset)
 device = select_device(device)

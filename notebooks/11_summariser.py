@@ -54,8 +54,7 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
     )
 
 # %%
-#| default_exp summariser
-
+#| default_exp model.summariser
 # %% [markdown]
 # ## Attention pooling with one query
 #
@@ -101,7 +100,7 @@ from jaxtyping import Bool, Float, Float64
 from torch import Tensor, nn
 
 from aef_lit.conventions import ModelConfig
-from aef_lit.timecodes import period_code_cfg, timecode_cfg
+from aef_lit.model.timecodes import period_code_cfg, timecode_cfg
 
 
 class TimePooling(nn.Module):
@@ -295,18 +294,18 @@ assert (gap > 1e-3).all(), "different periods, different embeddings"
 import matplotlib.pyplot as plt
 import numpy as np
 
-from aef_lit.sampling import training_dataset
-from aef_lit.timecodes import period_code_cfg, timecode_cfg
+from aef_lit.training.sampling import training_dataset
+from aef_lit.model.timecodes import period_code_cfg, timecode_cfg
 
 device = select_device(device)
 ds = training_dataset(data, sites=("portugal", "hungary"), tile=cfg.tile, frames=16, seed=seed)
 batch = ds.collate([ds[0]])
 cfg_real = cfg.replace(sources=ds.specs)
 try:  # chapter 10's encoder; the projections alone if it is not there yet
-    from aef_lit.encoder import STPEncoder
+    from aef_lit.model.encoder import STPEncoder
 except ImportError:  # pragma: no cover
     STPEncoder = None
-from aef_lit.projectors import InputProjection
+from aef_lit.model.projectors import InputProjection
 
 torch.manual_seed(seed)
 proj = InputProjection(cfg_real).eval()

@@ -52,8 +52,7 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
     )
 
 # %%
-#| default_exp vmf
-
+#| default_exp model.vmf
 # %% [markdown]
 # ## The distribution
 #

@@ -57,8 +57,7 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
     )
 
 # %%
-#| default_exp decoders
-
+#| default_exp model.decoders
 # %% [markdown]
 # ## One decoder
 #
@@ -91,7 +90,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from aef_lit.conventions import ModelConfig, SourceSpec
-from aef_lit.timecodes import instant_code
+from aef_lit.model.timecodes import instant_code
 
 
 class ImplicitDecoder(nn.Module):

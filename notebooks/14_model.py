@@ -53,8 +53,7 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
     )
 
 # %%
-#| default_exp model
-
+#| default_exp model.aef
 # %% [markdown]
 # ## The module
 #
@@ -91,12 +90,12 @@ from torch import Tensor, nn
 
 from aef_lit.conventions import Batch, ModelConfig, SourceBatch, batch_to, get_config
 from aef_lit.data import DataError
-from aef_lit.decoders import Decoders
-from aef_lit.encoder import STPEncoder, count_parameters
-from aef_lit.preprocess import CLIP_SIGMA
-from aef_lit.projectors import InputProjection
-from aef_lit.summariser import Summariser
-from aef_lit.vmf import VMFBottleneck
+from aef_lit.model.decoders import Decoders
+from aef_lit.model.encoder import STPEncoder, count_parameters
+from aef_lit.data.preprocess import CLIP_SIGMA
+from aef_lit.model.projectors import InputProjection
+from aef_lit.model.summariser import Summariser
+from aef_lit.model.vmf import VMFBottleneck
 
 
 @dataclass
@@ -178,7 +177,7 @@ def build_model(preset: str | ModelConfig = "tiny", **overrides) -> AEF:
 # | 2 | an empty ($t_e = t_s$) or reversed ($t_e < t_s$) period | unit vectors, silently | error |
 # | 3 | NaN or inf in a period or in the time of an observed frame | NaN embeddings | error; a *masked* frame's NaN time is padding, and `embed` replaces it by 0 |
 # | 4 | times in seconds or milliseconds since 1970 (or Julian dates, `date.toordinal()`) | timecodes of the wrong scale, silently | error beyond $10^5$ days (the year 2243), naming the conversion (seconds: divide by 86400) |
-# | 5 | no frame at all ($T = 0$); no observed frame | a shape error; the period's prior alone, silently | error; a warning when *no* row has an observed frame (a mask built the wrong way round?). A single row without one is legitimate, a padding or cloud-covered tile of chapter 24's `embed_sample`, and passes unless `strict` |
+# | 5 | no frame at all ($T = 0$); no observed frame | a shape error; the period's prior alone, silently | error; a warning when *no* row has an observed frame (a mask built the wrong way round?). A single row without one is legitimate, a padding or cloud-covered tile of chapter 25's `embed_sample`, and passes unless `strict` |
 # | 6 | the wrong band count in a hand-built batch | a shape error inside a linear layer | error naming the bands, in order |
 # | 7 | an input source missing; a key the model does not know | a `KeyError`; silently ignored | error with the fix (`collate` pads a source a row lacks with masked frames); a warning for unknown keys (names are case-sensitive; extra sources are ignored) |
 # | 8 | optical values in digital numbers (0–10 000) instead of reflectance (0–1) | saturated inputs, silently | warning (below) |
@@ -472,7 +471,7 @@ assert torch.allclose(mu.norm(dim=2), torch.ones(()), atol=1e-5)
 from dataclasses import replace
 
 from aef_lit.data import synthetic_sample
-from aef_lit.preprocess import collate
+from aef_lit.data.preprocess import collate
 
 
 def caught(call, error=EmbedInputError) -> bool:
@@ -556,7 +555,7 @@ print("masked frames, frame order, timestamps, periods: all as promised")
 # parameter of the model must get a non-zero gradient.
 
 # %%
-from aef_lit.timecodes import normalise_in_period
+from aef_lit.model.timecodes import normalise_in_period
 
 
 def tiny_step_loss(model, batch, periods, generator=None):

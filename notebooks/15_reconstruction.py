@@ -64,8 +64,7 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
     )
 
 # %%
-#| default_exp reconstruction
-
+#| default_exp objective.reconstruction
 # %% [markdown]
 # ## Picking the held-out frames (with static shapes)
 #
@@ -99,7 +98,7 @@ from torch import Tensor
 
 from aef_lit.conventions import Batch, ModelConfig, SourceBatch, SourceSpec
 from aef_lit.model import AEF, build_model
-from aef_lit.timecodes import normalise_in_period
+from aef_lit.model.timecodes import normalise_in_period
 
 MIN_PERIOD_DAYS = 4.0
 """A valid period is strictly longer than this (paper §5: "longer than 4 days")."""
@@ -318,7 +317,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from aef_lit.conventions import find_eo_real, from_days, get_config, seed_everything, select_device
-from aef_lit.sampling import training_dataset
+from aef_lit.training.sampling import training_dataset
 
 device = select_device(device)
 g = seed_everything(seed)

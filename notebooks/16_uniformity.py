@@ -17,7 +17,7 @@
 #
 # Reconstruction alone does not stop an encoder from crowding every embedding into a small
 # cap of $S^{63}$: the decoders can still read a crowded code, but linear and kNN probes
-# (chapter 22) get worse. AlphaEarth Foundations {cite}`brown2025alphaearth` adds a *batch
+# (chapter 23) get worse. AlphaEarth Foundations {cite}`brown2025alphaearth` adds a *batch
 # uniformity* term (`AEF_NOTES.md` §7, Eq. 4):
 #
 # $$ \mathcal{L}_{\text{unif}} = \frac{1}{|B|\,H W}\sum_{b, h, w} \left|\, u_{b,h,w} \cdot u'_{b,h,w} \right|, $$
@@ -28,7 +28,7 @@
 # towards orthogonality (not towards antipodes, which a plain dot product would reward).
 # The paper reports that $b = 0$ and $b = 0.1$ were both worse than $b = 0.05$.
 #
-# This chapter exports `aef_lit.uniformity`: one function, and the three checks the issue
+# This chapter exports `aef_lit.objective.uniformity`: one function, and the three checks the issue
 # asks for.
 
 # %% tags=["parameters"]
@@ -52,8 +52,7 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
     )
 
 # %%
-#| default_exp uniformity
-
+#| default_exp objective.uniformity
 # %% [markdown]
 # ## The loss
 #

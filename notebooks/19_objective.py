@@ -28,7 +28,7 @@
 # scale barely matters, so the choice is about comparability of loss values across runs with
 # different weights, not about training dynamics.
 #
-# This chapter exports `aef_lit.objective`: `LossWeights` and `AEFObjective`, an
+# This chapter exports `aef_lit.objective.loss`: `LossWeights` and `AEFObjective`, an
 # `nn.Module` that holds the only parameters the loss adds (the text head and the CLIP
 # temperature; optimise them together with the model) and whose `forward` runs one
 # training step's worth of passes:
@@ -67,8 +67,7 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
     )
 
 # %%
-#| default_exp objective
-
+#| default_exp objective.loss
 # %%
 #| export
 from __future__ import annotations
@@ -80,11 +79,11 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from aef_lit.consistency import PerturbationConfig, consistency_loss, perturb
+from aef_lit.objective.consistency import PerturbationConfig, consistency_loss, perturb
 from aef_lit.conventions import Batch, ModelConfig
-from aef_lit.reconstruction import decode_targets, hold_out, reconstruction_loss
-from aef_lit.text import DEFAULT_CACHE, FrozenTextEncoder, TextAlignment, caption_ids
-from aef_lit.uniformity import batch_uniformity
+from aef_lit.objective.reconstruction import decode_targets, hold_out, reconstruction_loss
+from aef_lit.objective.text import DEFAULT_CACHE, FrozenTextEncoder, TextAlignment, caption_ids
+from aef_lit.objective.uniformity import batch_uniformity
 
 log = logging.getLogger("aef_lit")
 
@@ -205,8 +204,8 @@ import pandas as pd
 
 from aef_lit.conventions import find_eo_real, get_config, seed_everything, select_device
 from aef_lit.model import build_model
-from aef_lit.sampling import training_dataset
-from aef_lit.text import captions_for, text_available
+from aef_lit.training.sampling import training_dataset
+from aef_lit.objective.text import captions_for, text_available
 
 w = LossWeights().normalised()
 print(pd.Series(vars(w)).round(5).to_dict())
@@ -269,7 +268,7 @@ assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.paramete
 # objective says so once; everything else is unchanged.
 
 # %%
-from aef_lit.text import FrozenTextEncoder
+from aef_lit.objective.text import FrozenTextEncoder
 
 no_text = AEFObjective(cfg, text_encoder=FrozenTextEncoder()).to(device)
 no_text.text_encoder.can_encode = lambda caps: False  # simulate a machine without the extra

@@ -65,8 +65,7 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
     )
 
 # %%
-#| default_exp sampling
-
+#| default_exp training.sampling
 # %% [markdown]
 # ## Where the sites come from
 #
@@ -97,10 +96,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from aef_lit.conventions import DEM, LANDCOVER, SourceSpec, find_eo_real
-from aef_lit import data as _data
+from aef_lit.data import core as _data
 from aef_lit.data import Sample, SourceFrames
 
-log = logging.getLogger("aef_lit.sampling")
+log = logging.getLogger("aef_lit.training.sampling")
 
 GREENEARTHNET_SITES = ("portugal", "hungary", "sweden")
 TIMELESS = ("static", "categorical")
@@ -193,7 +192,7 @@ def harmonise(sample: Sample, spec: SourceSpec = _data.GREENEARTHNET_S2, res: fl
     """`sample` in the layout of `spec`: its `spec.name` source cut to `spec.bands` (or their
     `aliases`), the target sources in `keep` (others dropped), and on a `res`-metre UTM grid
     (bilinear; nearest for classes) unless it is on one already (`res=None`: grid kept)."""
-    from aef_lit.preprocess import resample_sample
+    from aef_lit.data.preprocess import resample_sample
 
     if spec.name not in sample.sources:
         raise _data.DataError(f"{sample.site} has no {spec.name!r} source (it has {sorted(sample.sources)})")
@@ -329,13 +328,13 @@ class TileDataset(Dataset):
             u ~ U(-time_shift, time_shift) days (`augment_time_shift`; 0 = off).
         targets: the target-only sources to keep (None = every one the sites have; () =
             none: the model then only reconstructs its inputs). Dropping a target keeps its
-            labels out of the model, so they can be evaluated without a leak (chapter 24).
+            labels out of the model, so they can be evaluated without a leak (chapter 25).
     """
 
     def __init__(self, samples: Sequence[Sample], tile: int = 32, frames: int = 8, seed: int = 0,
                  min_span_days: float = 60.0, min_valid: float = 0.05, stats=None, gain: float = 0.0,
                  occlude: float = 0.0, time_shift: float = 0.0, targets: Sequence[str] | None = None):
-        from aef_lit.preprocess import DEFAULT_STATS
+        from aef_lit.data.preprocess import DEFAULT_STATS
 
         self.samples = [keep_targets(s, targets) for s in samples]
         if not self.samples:
@@ -372,7 +371,7 @@ class TileDataset(Dataset):
 
     def collate(self, rows: Sequence[Sample]):
         """Rows -> a padded, normalised batch (source name -> SourceBatch)."""
-        from aef_lit.preprocess import collate
+        from aef_lit.data.preprocess import collate
 
         return collate(list(rows), self.specs, self.frames_per_source, self.stats)
 

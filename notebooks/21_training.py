@@ -26,8 +26,8 @@
 # temporal-mean baseline on a site it never saw, and document the `paper` preset's settings
 # for a GPU or TPU.
 #
-# Everything here is exported to `aef_lit.training`; the tile sampler it draws batches from
-# is chapter 20 (`aef_lit.sampling`).
+# Everything here is exported to `aef_lit.training.core`; the tile sampler it draws batches from
+# is chapter 20 (`aef_lit.training.sampling`).
 
 # %% tags=["parameters"]
 # Parameters (papermill injects values here). Defaults are sized for a 2-core CPU.
@@ -52,8 +52,7 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
     )
 
 # %%
-#| default_exp training
-
+#| default_exp training.core
 # %% [markdown]
 # ## The run's configuration
 #
@@ -104,9 +103,9 @@ from aef_lit.conventions import (
 )
 
 if typing.TYPE_CHECKING:  # imported lazily at run time (chapter 15's module pulls in the model)
-    from aef_lit.reconstruction import HeldOut
+    from aef_lit.objective.reconstruction import HeldOut
 
-log = logging.getLogger("aef_lit.training")
+log = logging.getLogger("aef_lit.training.core")
 
 TERMS = ("total", "reconstruction", "uniformity", "consistency", "text")
 """The loss terms logged at every step, in this order (chapter 19's objective returns them)."""
@@ -156,7 +155,7 @@ class TrainConfig:
             (chapter 20; 0 = off).
         targets: the target-only sources the model learns to decode where a site has them
             (chapter 20's `keep_targets`); `none` (or an empty tuple) = none: no label the
-            evaluation scores (WorldCover, DEM) can leak into the model (chapter 24).
+            evaluation scores (WorldCover, DEM) can leak into the model (chapter 25).
         init_from: start from the weights of this checkpoint or safetensors file (a new
             run: fresh optimiser and schedule); ignored when resuming.
         progress: show a tqdm bar (rank 0 only).
@@ -734,7 +733,7 @@ def build_model_and_objective(cfg: TrainConfig, specs: Sequence[SourceSpec]) -> 
 
 def default_data(cfg: TrainConfig, model_tile: int, info: DistInfo):
     """(specs, make_batches) from chapter 20: real tiles when present, else synthetic."""
-    from aef_lit.sampling import tile_stream, training_dataset
+    from aef_lit.training.sampling import tile_stream, training_dataset
 
     ds = training_dataset(cfg.data, cfg.sites, tile=model_tile, frames=cfg.frames, seed=cfg.seed,
                           min_span_days=cfg.min_span_days, gain=cfg.gain, occlude=cfg.occlude,
@@ -993,13 +992,13 @@ print([round(v, 3) for v in a])
 # %% [markdown]
 # ## The command line
 #
-# `python -m aef_lit.training` (or the console script `aef-train`) takes an optional
+# `python -m aef_lit.training.core` (or the console script `aef-train`) takes an optional
 # `--config run.json|run.yaml` and one flag per `TrainConfig` field; flags override the
 # file. Booleans have `--x/--no-x` forms, tuples take several values:
 #
 # ```bash
 # aef-train --preset tiny --steps 300 --lr 1e-3 --sites portugal hungary --out-dir runs/tiny
-# torchrun --standalone --nproc_per_node 2 -m aef_lit.training --config run.yaml
+# torchrun --standalone --nproc_per_node 2 -m aef_lit.training.core --config run.yaml
 # ```
 #
 # Exit status 0 on success, 2 when the loss became non-finite (the message says where the
@@ -1040,7 +1039,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, ar
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `aef-train` and `python -m aef_lit.training`."""
+    """Entry point of `aef-train` and `python -m aef_lit.training.core`."""
     cfg, args = config_from_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO) if rank == 0 else logging.WARNING,
@@ -1074,7 +1073,7 @@ _cfg
 #   0…29 exactly once with the reference's learning rates and loss terms, and end with the
 #   reference's weights.
 # - **torchrun with two processes.** `torchrun --standalone --nproc_per_node 2 -m
-#   aef_lit.training ... --save-rank-weights` on the CPU (gloo): after a few steps both
+#   aef_lit.training.core ... --save-rank-weights` on the CPU (gloo): after a few steps both
 #   ranks' final weights must be bitwise equal, and rank 0 alone must have logged each step
 #   once. (`train` also compares parameter digests of all ranks at the end of every
 #   distributed run and raises if they differ.)
@@ -1122,7 +1121,7 @@ def row_periods(held: HeldOut, source: str = "s2") -> HeldOut:
     The span runs from the row's first frame to one day past its last, the held-out frame
     included (as a calendar-year summary would include it); timecodes are recomputed.
     """
-    from aef_lit.timecodes import normalise_in_period
+    from aef_lit.model.timecodes import normalise_in_period
 
     tg = held.targets[source]
     t_in = held.inputs[source].t
@@ -1146,8 +1145,8 @@ def heldout_errors(model: nn.Module, batch, source: str = "s2", generator: torch
     `nearest_frame`, plus the held-out truth, the predictions and the baselines
     (`truth`, `pred`, `mean`, `mean_in_period`, `nearest`: `B C H W`) for plots.
     """
-    from aef_lit.preprocess import denormalise
-    from aef_lit.reconstruction import decode_targets, hold_out
+    from aef_lit.data.preprocess import denormalise
+    from aef_lit.objective.reconstruction import decode_targets, hold_out
 
     if period not in HELDOUT_PERIODS:
         raise ValueError(f"period must be one of {HELDOUT_PERIODS}, got {period!r}")
@@ -1198,7 +1197,7 @@ def evaluate_heldout(model: nn.Module, data: str = "greenearthnet", sites: Seque
     of every row by that many days (the frames are unchanged): a probe of how much the
     model reads the calendar rather than the frames.
     """
-    from aef_lit.sampling import tile_stream, training_dataset
+    from aef_lit.training.sampling import tile_stream, training_dataset
 
     ds = training_dataset(data, sites, tile=tile or model.cfg.tile, frames=frames, seed=seed)
     stream = tile_stream(ds, batch_size)
@@ -1230,7 +1229,7 @@ def evaluate_heldout(model: nn.Module, data: str = "greenearthnet", sites: Seque
 
 # %%
 #| export
-PRETRAINED = Path(__file__).resolve().parents[1] / "data" / "models" / "aef-tiny-greenearthnet" \
+PRETRAINED = Path(__file__).resolve().parents[2] / "data" / "models" / "aef-tiny-greenearthnet" \
     if "__file__" in globals() else Path("../data/models/aef-tiny-greenearthnet")
 """The model trained in this chapter and shipped with the repository."""
 
@@ -1356,7 +1355,7 @@ It is a teaching artefact: tiny, trained briefly on a few small sites. Do not us
   {facts['params']:,} parameters; float32 safetensors.
 - sources: {', '.join(f"`{s.name}` ({s.role}, {s.modality}, {len(s.bands)} band(s))" for s in mcfg.sources)}.
 - inputs normalised with `aef_lit.preprocess.DEFAULT_STATS` (log1p + z-score for optical).
-- load: `from aef_lit.training import load_pretrained; model, cfg = load_pretrained()`.
+- load: `from aef_lit.training.core import load_pretrained; model, cfg = load_pretrained()`.
 
 ## Data
 - training: {_training_data_text(tcfg)} Random {mcfg.tile} x {mcfg.tile} tiles with up to
@@ -1373,7 +1372,7 @@ It is a teaching artefact: tiny, trained briefly on a few small sites. Do not us
   {ft['reconstruction']:.4f}, uniformity {ft['uniformity']:.4f}, consistency {ft['consistency']:.4f},
   text {ft['text']:.4f}.
 - reproduce ({stage.rstrip(": ") or "the run"}): `aef-train {flags} --out-dir runs/ship`, then
-  `python -c "from aef_lit.training import ship; ship('runs/ship')"`.
+  `python -c "from aef_lit.training.core import ship; ship('runs/ship')"`.
 
 ## Held-out reconstruction ({', '.join(h['sites'])}, {h['rows']} rows, {h['pixels']:,} clear pixels)
 One Sentinel-2 frame per row is removed from the input and predicted at its instant from
@@ -1392,7 +1391,7 @@ Summarising instead each row's whole span (`period="row"`, as an annual product 
 same frames: this model {w['model']:.4f}, temporal mean {w['temporal_mean']:.4f}, nearest frame
 {w['nearest_frame']:.4f} (normalised units).
 """ if (w := facts.get("heldout_row_period")) else "") + (f"""
-## Sparse-label probes (chapter 24, `aef-eval`)
+## Sparse-label probes (chapter 25, `aef-eval`)
 Embeddings of this model, untrained networks of its architecture and designed baselines, probed
 with the paper's protocol ({(p := facts['probes'])['settings'].get('folds')} folds, spatial splits, 95 % t intervals).
 Tasks marked *leak* had their labels as a training target of this model at that site: not a
@@ -1456,8 +1455,8 @@ plt.show()
 # usually still wins; the shipped model below was trained longer.
 
 # %%
-from aef_lit.preprocess import denormalise
-from aef_lit.sampling import tile_stream, training_dataset
+from aef_lit.data.preprocess import denormalise
+from aef_lit.training.sampling import tile_stream, training_dataset
 
 from aef_lit.conventions import find_eo_real
 
@@ -1530,7 +1529,7 @@ else:
 # %%
 if shipped is not None and real_data:
     from aef_lit.model import embed
-    from aef_lit.sampling import GREENEARTHNET_SITES
+    from aef_lit.training.sampling import GREENEARTHNET_SITES
 
     held_data, held_sites = facts["heldout"]["data"], tuple(facts["heldout"]["sites"])
     train_sites = tuple(facts["train_config"]["sites"])
@@ -1934,7 +1933,7 @@ if shipped is not None and real_data:
 # **The `paper` preset on a GPU or TPU.** The same CLI; what changes is the configuration:
 #
 # ```yaml
-# # paper.yaml: aef-train --config paper.yaml   (or torchrun ... -m aef_lit.training --config paper.yaml)
+# # paper.yaml: aef-train --config paper.yaml   (or torchrun ... -m aef_lit.training.core --config paper.yaml)
 # preset: paper            # 15 STP blocks, widths 1024 / 512 / 128, L = 128 (chapter 1)
 # tile: 128
 # frames: 65               # S2 frames per row (the paper: 65 S2 + 17 S1 + 21 Landsat)
@@ -1953,7 +1952,7 @@ if shipped is not None and real_data:
 # ```
 #
 # ```bash
-# torchrun --standalone --nproc_per_node 8 -m aef_lit.training --config paper.yaml --out-dir runs/paper
+# torchrun --standalone --nproc_per_node 8 -m aef_lit.training.core --config paper.yaml --out-dir runs/paper
 # ```
 #
 # **The next run for issue 5 on a GPU.** What this chapter's measurements point to, in one
@@ -1965,7 +1964,7 @@ if shipped is not None and real_data:
 #   --data multisite --sites portugal hungary portugal_geotiff hungary_geotiff belgium slovenia \
 #   --tile 32 --frames 8 --batch-size 32 --steps 100000 --lr 1e-3 --warmup-frac 0.01 \
 #   --gain 0.6 --occlude 0.25 --device auto --out-dir runs/multisite
-# python -c "from aef_lit.training import ship; ship('runs/multisite', 'runs/multisite/model', eval_data='multisite')"
+# python -c "from aef_lit.training.core import ship; ship('runs/multisite', 'runs/multisite/model', eval_data='multisite')"
 # ```
 #
 # On Colab: install the package (first cell of every chapter), pick a GPU runtime, and

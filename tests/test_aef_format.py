@@ -1,4 +1,4 @@
-"""The AEF product format (chapter 25): the int8 code, COG writing, overviews, north-up reading."""
+"""The AEF product format (chapter 27): the int8 code, COG writing, overviews, north-up reading."""
 from __future__ import annotations
 
 import math
@@ -11,7 +11,7 @@ import torch
 from affine import Affine
 from rio_cogeo.cogeo import cog_validate
 
-from aef_lit.aef_format import (
+from aef_lit.maps.aef_format import (
     AEF_BANDS,
     AEF_NODATA,
     AEFWriter,

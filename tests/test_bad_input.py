@@ -9,7 +9,7 @@ from aef_lit.data import (
     GREENEARTHNET_S2, DataError, Grid, Sample, SourceFrames, load_geotiff_stack, load_xarray_cube,
     synthetic_sample,
 )
-from aef_lit.preprocess import collate
+from aef_lit.data.preprocess import collate
 
 UTM = Grid("EPSG:32631", (10.0, 0.0, 600_000.0, 0.0, -10.0, 5_650_000.0), 8, 8)
 

@@ -1,4 +1,4 @@
-"""aef_lit.baselines: designed features read only the period's clear input frames."""
+"""aef_lit.evaluation.baselines: designed features read only the period's clear input frames."""
 from __future__ import annotations
 
 import warnings
@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from aef_lit import baselines as B
+from aef_lit.evaluation import baselines as B
 from aef_lit.conventions import DEM, LANDCOVER
 from aef_lit.data import GREENEARTHNET_S2, Grid, Sample, SourceFrames, synthetic_sample
 

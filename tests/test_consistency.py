@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aef_lit.consistency import (
+from aef_lit.objective.consistency import (
     PerturbationConfig, consistency_loss, period_inside, perturb, sensor_kind, student_embedding, support,
 )
 from aef_lit.conventions import LANDSAT, S1, S2, SourceSpec, random_batch

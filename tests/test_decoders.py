@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from aef_lit.conventions import get_config
-from aef_lit.decoders import Decoders, ImplicitDecoder
+from aef_lit.model.decoders import Decoders, ImplicitDecoder
 
 
 def _z(cfg, gen, N=2, H=8, W=12):

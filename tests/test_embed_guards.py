@@ -17,7 +17,7 @@ from aef_lit.model import (
     check_embed_inputs,
     embed,
 )
-from aef_lit.preprocess import collate
+from aef_lit.data.preprocess import collate
 
 T0 = 18_628.0
 PERIODS = torch.tensor([[[T0, T0 + 180], [T0 + 180, T0 + 365]]] * 2, dtype=torch.float64)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from aef_lit.conventions import get_config, random_batch
-from aef_lit.encoder import OPERATOR_DEPTH, STPBlock, STPEncoder, count_parameters
-from aef_lit.projectors import InputProjection
+from aef_lit.model.encoder import OPERATOR_DEPTH, STPBlock, STPEncoder, count_parameters
+from aef_lit.model.projectors import InputProjection
 
 
 @pytest.fixture(scope="module")

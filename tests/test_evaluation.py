@@ -10,7 +10,7 @@ import pytest
 import rasterio
 import torch
 
-from aef_lit import evaluation as E
+from aef_lit.evaluation import core as E
 from aef_lit.conventions import LANDCOVER, WORLDCOVER_CLASSES, get_config
 from aef_lit.data import GREENEARTHNET_S2, Sample, SourceFrames, synthetic_sample
 from aef_lit.model import build_model

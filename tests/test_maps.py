@@ -1,4 +1,4 @@
-"""Tests of aef_lit.maps (chapter 26): readers, tiling, chunks, embed_raster, resume, Dask, aef-embed."""
+"""Tests of aef_lit.maps (chapter 28): readers, tiling, chunks, embed_raster, resume, Dask, aef-embed."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,8 +9,8 @@ import pytest
 rasterio = pytest.importorskip("rasterio")
 from rasterio.transform import from_origin  # noqa: E402
 
-from aef_lit import maps  # noqa: E402
-from aef_lit.aef_format import read_aef  # noqa: E402
+from aef_lit.maps import core as maps  # noqa: E402
+from aef_lit.maps.aef_format import read_aef  # noqa: E402
 from aef_lit.data import DataError, GREENEARTHNET_S2  # noqa: E402
 from aef_lit.training import PRETRAINED, load_pretrained  # noqa: E402
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from aef_lit.conventions import random_batch
 from aef_lit.model import AEF, Encoded, build_model, embed
-from aef_lit.timecodes import normalise_in_period
+from aef_lit.model.timecodes import normalise_in_period
 
 T0 = 18_628.0
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from aef_lit.conventions import random_batch
 from aef_lit.model import build_model
 from aef_lit.objective import AEFObjective, LossWeights
-from aef_lit.text import TEXT_DIM
+from aef_lit.objective.text import TEXT_DIM
 
 KEYS = ("total", "reconstruction", "uniformity", "consistency", "text")
 H = 16  # small tiles keep the real model quick

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from aef_lit.precision import PrecisionOperator
+from aef_lit.model.precision import PrecisionOperator
 
 
 def test_shape_nonsquare(gen):

@@ -1,4 +1,4 @@
-"""Tests of aef_lit.preprocess: normalisation, statistics, resampling, collation."""
+"""Tests of aef_lit.data.preprocess: normalisation, statistics, resampling, collation."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ import torch
 
 from aef_lit.conventions import DEFAULT_SOURCES, DEM, LANDCOVER, S1, S2, SourceSpec, get_config
 from aef_lit.data import Grid, Sample, SourceFrames, load_worldcereal_belgium, synthetic_sample
-from aef_lit.preprocess import (
+from aef_lit.data.preprocess import (
     CLIP_SIGMA, DEFAULT_STATS, NormStats, collate, denormalise, fit_stats, from_db, normalise_frames,
     resample_sample, resample_to_grid, to_db, utm_grid_for,
 )

@@ -1,11 +1,11 @@
-"""aef_lit.probes: metrics, probes, balanced training sets, intervals, splits, trials."""
+"""aef_lit.evaluation.probes: metrics, probes, balanced training sets, intervals, splits, trials."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from aef_lit import probes as P
+from aef_lit.evaluation import probes as P
 
 
 def _clusters(K=4, n=1200, F=16, seed=0, spread=10.0):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from aef_lit.conventions import random_batch
-from aef_lit.projectors import InputProjection
+from aef_lit.model.projectors import InputProjection
 
 T = {"s2": 4, "s1": 2, "landsat": 3}
 
@@ -63,7 +63,7 @@ def _gappy(gen, B=2, T=5, C=3, H=4, W=4):
 
 
 def test_fill_gaps_puts_the_mean_of_the_observed_frames_of_that_pixel(gen):
-    from aef_lit.projectors import fill_gaps
+    from aef_lit.model.projectors import fill_gaps
 
     x, seen, mask = _gappy(gen)
     y = fill_gaps(x, mask)
@@ -81,7 +81,7 @@ def test_fill_gaps_puts_the_mean_of_the_observed_frames_of_that_pixel(gen):
 
 
 def test_fill_gaps_never_reads_masked_frames(gen):
-    from aef_lit.projectors import fill_gaps
+    from aef_lit.model.projectors import fill_gaps
 
     x, _, mask = _gappy(gen)
     x2 = x.clone()
@@ -94,7 +94,7 @@ def test_fill_gaps_never_reads_masked_frames(gen):
 def test_gap_fill_option_changes_only_frames_with_gaps(tiny_cfg, gen):
     import pytest
 
-    from aef_lit.projectors import SourceProjector
+    from aef_lit.model.projectors import SourceProjector
 
     spec = tiny_cfg.input_sources[0]
     zero, mean = SourceProjector(spec, 8), SourceProjector(spec, 8, gap_fill="mean")

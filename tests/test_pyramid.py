@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aef_lit.pyramid import BINOMIAL_3x3, Downsample, FinalResample, PyramidExchange, Upsample
+from aef_lit.model.pyramid import BINOMIAL_3x3, Downsample, FinalResample, PyramidExchange, Upsample
 
 
 def _states(cfg, gen, H=32, W=48, B=1, T=2):

@@ -1,13 +1,13 @@
-"""Tests of aef_lit.sampling: rows from keys, static shapes, sharding, resume, real tiles."""
+"""Tests of aef_lit.training.sampling: rows from keys, static shapes, sharding, resume, real tiles."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from aef_lit import data as D
+from aef_lit.data import core as D
 from aef_lit.conventions import DEM, LANDCOVER
-from aef_lit.sampling import (
+from aef_lit.training.sampling import (
     MULTISITE_SITES, TileBatchSampler, TileDataset, cut_row, harmonise, load_sites, random_period,
     row_generator, tile_stream, training_dataset,
 )
@@ -213,7 +213,7 @@ def test_real_multisite_sites_share_one_layout(eo_real):
 
 
 def test_occlusion_masks_input_frames_only_and_zeroes_them(synth_ds):
-    from aef_lit.sampling import augment_occlusion
+    from aef_lit.training.sampling import augment_occlusion
 
     occ = TileDataset(synth_ds.samples, tile=16, frames=4, seed=3, occlude=1.0)
     fracs = []
@@ -261,7 +261,7 @@ def test_time_shift_moves_every_source_of_a_row_by_one_offset(synth_ds):
 def test_keep_targets_drops_targets_and_refuses_unknown_names():
     from aef_lit.conventions import DEM, LANDCOVER
     from aef_lit.data import GREENEARTHNET_S2, synthetic_sample
-    from aef_lit.sampling import keep_targets
+    from aef_lit.training.sampling import keep_targets
 
     s = synthetic_sample((GREENEARTHNET_S2, DEM, LANDCOVER), height=16, width=16)
     assert set(keep_targets(s, None).sources) == {"s2", "dem", "landcover"}

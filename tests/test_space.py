@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aef_lit.space import SpaceOperator, apply_rope, rope_2d_angles
+from aef_lit.model.space import SpaceOperator, apply_rope, rope_2d_angles
 
 
 def test_frames_never_mix_and_global_within(tiny_cfg, gen):

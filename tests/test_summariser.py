@@ -5,7 +5,7 @@ import pytest
 import torch
 from einops import rearrange
 
-from aef_lit.summariser import Summariser, TimePooling, bilinear_kernel
+from aef_lit.model.summariser import Summariser, TimePooling, bilinear_kernel
 
 T0 = 18_700.0
 

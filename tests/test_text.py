@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import aef_lit.text as text_mod
-from aef_lit.text import (
+import aef_lit.objective.text as text_mod
+from aef_lit.objective.text import (
     TEXT_DIM, WORLDCOVER_NAMES, FrozenTextEncoder, TextAlignment, TextUnavailableError, caption_ids,
     captions_for, clip_loss, dominant_classes, make_caption, pool_embedding, text_available,
 )

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aef_lit.time import TimeOperator, key_mask
-from aef_lit.timecodes import timecode_cfg
+from aef_lit.model.time import TimeOperator, key_mask
+from aef_lit.model.timecodes import timecode_cfg
 
 
 @pytest.fixture

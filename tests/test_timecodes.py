@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from aef_lit.conventions import to_days
-from aef_lit.timecodes import (
+from aef_lit.model.timecodes import (
     instant_code, normalise_in_period, period_code, period_code_cfg, timecode, timecode_cfg, wavelengths,
 )
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aef_lit.uniformity import batch_partners, batch_uniformity
+from aef_lit.objective.uniformity import batch_partners, batch_uniformity
 
 E = 64
 EXACT = math.exp(math.lgamma(E / 2) - math.lgamma((E + 1) / 2)) / math.sqrt(math.pi)
@@ -62,7 +62,7 @@ def test_vector_layout_and_gradient(gen):
 
 
 def test_single_row_is_zero_and_warns_once(gen, caplog):
-    import aef_lit.uniformity as mod
+    import aef_lit.objective.uniformity as mod
 
     mod._warned_single_row = False
     u = _unit(1, E, 4, 4, dim=1, gen=gen).requires_grad_(True)

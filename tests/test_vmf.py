@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aef_lit.vmf import VMFBottleneck, sample_vmf, vmf_mean_resultant_length
+from aef_lit.model.vmf import VMFBottleneck, sample_vmf, vmf_mean_resultant_length
 
 KAPPA, E = 8000.0, 64
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Wall time of one full evaluation (chapter 24): every task, the shipped model, two untrained
+"""Wall time of one full evaluation (chapter 25): every task, the shipped model, two untrained
 networks and the six baselines, 20 folds, three probes, 1/10/max shots.
 
     python tools/bench_eval.py                      # the shipped model, 2 torch threads
@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aef_lit import evaluation as E  # noqa: E402
+from aef_lit.evaluation import core as E  # noqa: E402
 from aef_lit.training import PRETRAINED, load_pretrained  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""Benchmark embedding maps (chapter 26): km²/s and peak memory against raster area.
+"""Benchmark embedding maps (chapter 28): km²/s and peak memory against raster area.
 
 Each measurement runs in a fresh process (peak RSS is per process): `embed_raster` (tiled,
 chunked, written to an AEF COG) at each size, beside one `embed()` pass over the whole raster
@@ -20,7 +20,7 @@ import json, resource, sys, time
 from pathlib import Path
 import numpy as np, torch
 torch.set_num_threads(int(sys.argv[4]))
-from aef_lit import maps
+from aef_lit.maps import core as maps
 from aef_lit.data import GREENEARTHNET_S2
 from aef_lit.training import load_pretrained
 mode, folder, size = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
@@ -33,7 +33,7 @@ if mode == "tiled":
 else:
     from aef_lit.data import Sample
     from aef_lit.model import embed
-    from aef_lit.preprocess import collate
+    from aef_lit.data.preprocess import collate
     fr = st.read(0, 0, size, size)
     batch = collate([Sample("bench", st.grid, {"s2": fr}, {"s2": GREENEARTHNET_S2})], [GREENEARTHNET_S2])
     embed(model, batch, torch.tensor([period], dtype=torch.float64))

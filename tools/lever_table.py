@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from aef_lit.evaluation import EvalResult
-from aef_lit.probes import paired_difference
+from aef_lit.evaluation.probes import paired_difference
 
 
 def main(argv=None) -> int:
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
 
 
 def _designed():
-    from aef_lit.baselines import BASELINES
+    from aef_lit.evaluation.baselines import BASELINES
 
     return set(BASELINES)
 

@@ -1,0 +1,35 @@
+"""Foundations (chapters 2-3): containers and readers for multi-source time series, preprocessing.
+
+Hand-written: the part's public API, re-exported from the generated modules.
+"""
+from aef_lit.data.core import (  # noqa: F401
+    DEFAULT_REAL,
+    DataError,
+    GREENEARTHNET_S2,
+    Grid,
+    REAL_SAMPLES,
+    SCL_VALID,
+    SLOVENIA_NDVI,
+    SLOVENIA_S2,
+    Sample,
+    SourceFrames,
+    TIMELESS,
+    WORLDCEREAL_NODATA,
+    WORLDCEREAL_S1,
+    WORLDCEREAL_S2,
+    WORLDCOVER_CODES,
+    list_real_samples,
+    load_eolearn_slovenia,
+    load_geotiff_stack,
+    load_greenearthnet_geotiffs,
+    load_greenearthnet_minicube,
+    load_real_sample,
+    load_samples,
+    load_worldcereal_belgium,
+    load_xarray_cube,
+    model_sources,
+    synthetic_sample,
+    vegetation_fraction,
+    worldcereal_s1_to_db,
+    worldcover_to_ids,
+)

@@ -1,0 +1,856 @@
+# generated from notebooks/02_data.py by tools/nb_export.py: do not edit.
+# Edit the notebook, then run `python tools/nb_export.py`.
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from aef_lit.conventions import (
+    DEFAULT_SOURCES, DEM, EO_REAL_ORIGINS, LANDCOVER, WORLDCOVER_CLASSES, SourceSpec,
+    find_eo_real, from_days, to_days,
+)
+
+log = logging.getLogger("aef_lit.data.core")
+
+
+class DataError(ValueError):
+    """Raised for input data a user must fix (shapes, times, nodata, grids, files)."""
+
+
+def _dates(days: Iterable[float]) -> list[str]:
+    return [str(d)[:16] for d in from_days(np.asarray(list(days), dtype=np.float64))]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A georeferenced pixel grid.
+
+    Attributes:
+        crs: WKT or "EPSG:xxxx".
+        transform: the 6 affine coefficients in rasterio order (a, b, c, d, e, f):
+            x = a*col + b*row + c, y = d*col + e*row + f (pixel corners).
+        height, width: pixel rows and columns.
+    """
+
+    crs: str
+    transform: tuple[float, ...]
+    height: int
+    width: int
+
+    def __post_init__(self):
+        t = tuple(float(v) for v in tuple(self.transform)[:6])
+        if len(tuple(self.transform)) < 6 or not np.all(np.isfinite(t)):
+            raise DataError(f"a Grid transform needs 6 finite coefficients, got {self.transform}")
+        object.__setattr__(self, "transform", t)
+        object.__setattr__(self, "crs", str(self.crs))
+        if self.height <= 0 or self.width <= 0:
+            raise DataError(f"a Grid needs a positive size, got {self.height} x {self.width}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    @property
+    def res(self) -> tuple[float, float]:
+        """Pixel size (x, y) in CRS units (positive)."""
+        return (abs(self.transform[0]), abs(self.transform[4]))
+
+    @property
+    def affine(self):
+        from rasterio.transform import Affine
+
+        return Affine(*self.transform)
+
+    @property
+    def rio_crs(self):
+        from rasterio.crs import CRS
+
+        return CRS.from_user_input(self.crs)
+
+    def mismatch(self, other: "Grid", tol: float = 1e-6) -> str | None:
+        """A sentence describing how two grids differ, or None when they are the same."""
+        if self.shape != other.shape:
+            return f"size {self.shape} != {other.shape}"
+        if self.crs != other.crs and self.rio_crs != other.rio_crs:
+            return f"CRS {self.rio_crs.to_string()} != {other.rio_crs.to_string()}"
+        scale = max(self.res)
+        if not np.allclose(self.transform, other.transform, rtol=0, atol=tol * scale):
+            return f"transform {self.transform} != {other.transform}"
+        return None
+
+    def check_same(self, other: "Grid", what: str = "") -> None:
+        """Raise a DataError naming the difference when `other` is not this grid."""
+        diff = self.mismatch(other)
+        if diff:
+            raise DataError(f"CRS/grid mismatch{' ' + what if what else ''}: {diff}. Resample one "
+                            "onto the other first (aef_lit.preprocess.resample_to_grid).")
+
+    def crop(self, row: int, col: int, height: int, width: int) -> "Grid":
+        """The sub-grid of `height x width` pixels whose top-left pixel is (row, col)."""
+        if row < 0 or col < 0 or row + height > self.height or col + width > self.width:
+            raise DataError(f"crop ({row}, {col}, {height}, {width}) leaves the {self.shape} grid")
+        a, b, c, d, e, f = self.transform
+        return Grid(self.crs, (a, b, c + a * col + b * row, d, e, f + d * col + e * row), height, width)
+
+    @classmethod
+    def from_coords(cls, x: np.ndarray, y: np.ndarray, crs: str) -> "Grid":
+        """The grid of a regular cube whose pixel *centres* are at `x` (columns) and `y` (rows)."""
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        dx, dy = np.diff(x), np.diff(y)
+        if len(x) < 2 or len(y) < 2 or np.ptp(dx) > 1e-6 * abs(dx[0]) or np.ptp(dy) > 1e-6 * abs(dy[0]):
+            raise DataError("the cube's x/y coordinates are not a regular grid")
+        a, e = float(dx.mean()), float(dy.mean())
+        return cls(crs, (a, 0.0, x[0] - a / 2, 0.0, e, y[0] - e / 2), len(y), len(x))
+
+
+@dataclass
+class SourceFrames:
+    """The frames of one source at one site, in physical units.
+
+    Attributes:
+        values: float32 `T C H W` (reflectance 0..1 for optical, dB for SAR, metres for
+            elevation, class ids for land cover). Finite everywhere; set to 0 under invalid
+            pixels on construction, so nodata codes and cloud radiance go no further.
+        times: float64 `T`, days since 1970-01-01, strictly increasing.
+        valid: bool `T H W`; False = nodata or cloud (a loss weight later, never input).
+        meta: optional float32 `T M` per-frame sensor metadata (e.g. S1 ascending = 1).
+        name: the source name, used in error messages.
+    """
+
+    values: np.ndarray
+    times: np.ndarray
+    valid: np.ndarray | None = None
+    meta: np.ndarray | None = None
+    name: str = "source"
+
+    def __post_init__(self):
+        n = self.name
+        self.values = np.asarray(self.values, dtype=np.float32)
+        if self.values.ndim != 4:
+            raise DataError(f"{n}: values must be T C H W, got shape {self.values.shape}")
+        T, C, H, W = self.values.shape
+        times = np.asarray(self.times)
+        if times.dtype.kind in "MUSO":
+            times = to_days(times)
+        self.times = np.atleast_1d(times.astype(np.float64))
+        if self.times.shape != (T,):
+            raise DataError(f"{n}: {self.times.size} timestamps for {T} frames; give one "
+                            "timestamp per frame")
+        if not np.all(np.isfinite(self.times)):
+            raise DataError(f"{n}: timestamps contain NaN/inf")
+        steps = np.diff(self.times)
+        if np.any(steps == 0):
+            i = int(np.flatnonzero(steps == 0)[0])
+            raise DataError(f"{n}: duplicated timestamp {_dates([self.times[i]])[0]} (frames {i} and "
+                            f"{i + 1}); merge or drop duplicate acquisitions")
+        if np.any(steps < 0):
+            i = int(np.flatnonzero(steps < 0)[0])
+            raise DataError(f"{n}: timestamps are not sorted: frame {i + 1} "
+                            f"({_dates([self.times[i + 1]])[0]}) comes before frame {i} "
+                            f"({_dates([self.times[i]])[0]}); reorder frames and times together "
+                            "(order = np.argsort(times))")
+        self.valid = (np.ones((T, H, W), bool) if self.valid is None
+                      else np.asarray(self.valid).astype(bool))
+        if self.valid.shape != (T, H, W):
+            raise DataError(f"{n}: valid mask must be (T, H, W) = {(T, H, W)}, got {self.valid.shape}")
+        bad = ~np.isfinite(self.values)
+        if bad.any():
+            frames = np.flatnonzero(bad.any(axis=(1, 2, 3)))
+            raise DataError(f"{n}: {int(bad.sum())} NaN/inf values in frames {frames[:8].tolist()}; "
+                            "decode nodata first, or mark them invalid with "
+                            "SourceFrames.build(..., nonfinite='mask')")
+        empty = np.flatnonzero(~self.valid.reshape(T, -1).any(axis=1)) if T else np.array([], int)
+        if empty.size:
+            raise DataError(f"{n}: frames {empty[:8].tolist()} ({', '.join(_dates(self.times[empty[:3]]))}"
+                            f"{', ...' if empty.size > 3 else ''}) have no valid pixel (all nodata or "
+                            "cloud); drop them, e.g. SourceFrames.build(..., empty='drop')")
+        if self.meta is not None:
+            self.meta = np.asarray(self.meta, dtype=np.float32)
+            if self.meta.ndim != 2 or self.meta.shape[0] != T:
+                raise DataError(f"{n}: meta must be (T, M) with T = {T}, got {self.meta.shape}")
+        self.values[~np.broadcast_to(self.valid[:, None], self.values.shape)] = 0.0
+
+    @classmethod
+    def build(cls, values, times, valid=None, meta=None, name: str = "source",
+              nonfinite: str = "raise", empty: str = "raise") -> "SourceFrames":
+        """Construct with explicit policies: `nonfinite="mask"` turns NaN/inf into invalid
+        pixels (filled with 0); `empty="drop"` drops frames with no valid pixel."""
+        values = np.array(values, dtype=np.float32)
+        T = values.shape[0] if values.ndim == 4 else 0
+        valid = np.ones((T, *values.shape[2:]), bool) if valid is None else np.array(valid, bool)
+        if nonfinite == "mask" and values.ndim == 4:
+            bad = ~np.isfinite(values)
+            valid = valid & ~bad.any(axis=1)
+            values[bad] = 0.0
+        if empty == "drop" and values.ndim == 4 and valid.shape == (T, *values.shape[2:]):
+            keep = valid.reshape(T, -1).any(axis=1)
+            if not keep.all():
+                log.info("%s: dropped %d of %d frames with no valid pixel", name, int((~keep).sum()), T)
+                values, valid = values[keep], valid[keep]
+                times = np.asarray(times)[keep]
+                meta = None if meta is None else np.asarray(meta)[keep]
+        return cls(values, times, valid, meta, name)
+
+    T = property(lambda self: self.values.shape[0], doc="number of frames")
+    C = property(lambda self: self.values.shape[1], doc="number of bands")
+
+    @property
+    def invalid_fraction(self) -> float:
+        """Fraction of pixel-frames that are nodata or cloud."""
+        return float(1.0 - self.valid.mean()) if self.valid.size else 1.0
+
+    def select(self, index) -> "SourceFrames":
+        """A subset of frames (index array or slice), keeping order."""
+        meta = None if self.meta is None else self.meta[index]
+        return SourceFrames(self.values[index], self.times[index], self.valid[index], meta, self.name)
+
+    def crop(self, row: int, col: int, height: int, width: int) -> "SourceFrames":
+        """A spatial window; frames left with no valid pixel are dropped."""
+        win = (slice(None), slice(row, row + height), slice(col, col + width))
+        return SourceFrames.build(self.values[:, :, win[1], win[2]], self.times, self.valid[win],
+                                  self.meta, self.name, empty="drop")
+
+
+TIMELESS = ("static", "categorical")
+
+
+@dataclass
+class Sample:
+    """One site: a grid, per-source frames in physical units, and caption material.
+
+    Attributes:
+        site: a short site name (`"worldcereal_belgium"`).
+        grid: the `Grid` every source lies on.
+        sources: source name -> `SourceFrames`.
+        specs: source name -> `SourceSpec` (same keys as `sources`).
+        labels: free-form facts for captions and probes: `place`, `year`, `classes`
+            (land-cover class names present, by area), `class_fractions`, ...
+        captions: ready-made sentences describing the site.
+    """
+
+    site: str
+    grid: Grid
+    sources: dict[str, SourceFrames]
+    specs: dict[str, SourceSpec]
+    labels: dict = field(default_factory=dict)
+    captions: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if set(self.sources) != set(self.specs):
+            raise DataError(f"{self.site}: sources {sorted(self.sources)} and specs {sorted(self.specs)} differ")
+        for name, fr in self.sources.items():
+            spec = self.specs[name]
+            if fr.C != spec.channels:
+                raise DataError(f"{self.site}: source {name!r} has {fr.C} bands but its spec lists "
+                                f"{spec.channels} ({', '.join(spec.bands)}); wrong band count")
+            if fr.values.shape[2:] != self.grid.shape:
+                raise DataError(f"{self.site}: source {name!r} is {fr.values.shape[2:]} pixels, the "
+                                f"sample grid {self.grid.shape}; CRS/grid mismatch: resample it first")
+            if spec.modality in TIMELESS and fr.T != 1:
+                raise DataError(f"{self.site}: timeless source {name!r} must have 1 frame, has {fr.T}")
+            if spec.categorical and fr.T and (fr.values[fr.valid[:, None]].max(initial=0) >= spec.n_classes
+                                               or fr.values.min() < 0):
+                raise DataError(f"{self.site}: {name!r} has class ids outside 0..{spec.n_classes - 1}")
+
+    @classmethod
+    def from_parts(cls, site: str, parts: Mapping[str, tuple[SourceFrames, Grid]],
+                   specs: Mapping[str, SourceSpec], **kw) -> "Sample":
+        """Assemble sources read separately, checking that they share one grid."""
+        names = list(parts)
+        grid = parts[names[0]][1]
+        for n in names[1:]:
+            grid.check_same(parts[n][1], f"between sources {names[0]!r} and {n!r}")
+        return cls(site, grid, {n: p[0] for n, p in parts.items()}, dict(specs), **kw)
+
+    def time_span(self) -> tuple[float, float]:
+        """(first, last) timestamp over the time-series sources, in days."""
+        ts = [fr.times for n, fr in self.sources.items()
+              if self.specs[n].modality not in TIMELESS and fr.T]
+        if not ts:
+            return (0.0, 0.0)
+        allt = np.concatenate(ts)
+        return float(allt.min()), float(allt.max())
+
+    def crop(self, row: int, col: int, height: int, width: int | None = None) -> "Sample":
+        """A spatial window of every source (frames left without a valid pixel are dropped)."""
+        width = height if width is None else width
+        grid = self.grid.crop(row, col, height, width)
+        srcs = {n: fr.crop(row, col, height, width) for n, fr in self.sources.items()}
+        return replace(self, grid=grid, sources=srcs)
+
+    def summary(self) -> dict:
+        """One row of facts per sample, for tables."""
+        t0, t1 = self.time_span()
+        row = {"site": self.site, "H x W": f"{self.grid.height} x {self.grid.width}",
+               "res": round(self.grid.res[0], 6), "start": _dates([t0])[0][:10], "end": _dates([t1])[0][:10]}
+        for n, fr in self.sources.items():
+            row[n] = f"T={fr.T} C={fr.C} invalid={fr.invalid_fraction:.0%}"
+        return row
+
+
+def model_sources(samples: Sample | Sequence[Sample]) -> tuple[SourceSpec, ...]:
+    """The SourceSpecs to put in `ModelConfig(sources=...)`: inputs first, then targets.
+
+    Raises when two samples use one source name with different specs."""
+    samples = [samples] if isinstance(samples, Sample) else list(samples)
+    found: dict[str, SourceSpec] = {}
+    for s in samples:
+        for name, spec in s.specs.items():
+            if found.setdefault(name, spec) != spec:
+                raise DataError(f"source {name!r} has two different specs: {found[name]} and {spec}")
+    specs = list(found.values())
+    return tuple([s for s in specs if s.role == "input"] + [s for s in specs if s.role != "input"])
+
+
+_DATE_RE = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})")
+
+
+def _band_key(name: str) -> str:
+    return re.sub(r"^B0(\d)", r"B\1", str(name).upper().replace("S2_", "").replace("S2-L2A-", ""))
+
+
+def _open_checked(path: Path):
+    import rasterio
+
+    try:
+        src = rasterio.open(path)
+    except Exception as err:  # rasterio raises RasterioIOError and friends
+        size = path.stat().st_size if path.exists() else 0
+        raise DataError(f"cannot open GeoTIFF {path} ({size} bytes): {err}. The file is corrupt, "
+                        "truncated or not a raster; download or export it again") from err
+    return src
+
+
+def _read_checked(src, path: Path, indexes: list[int]) -> np.ndarray:
+    try:
+        return src.read(indexes)
+    except Exception as err:
+        raise DataError(f"cannot read GeoTIFF {path}: {err}. The file is corrupt or truncated; "
+                        "download or export it again") from err
+
+
+def _grid_of(src) -> Grid:
+    crs = src.crs.to_string() if src.crs is not None else ""
+    return Grid(crs, tuple(src.transform)[:6], src.height, src.width)
+
+
+def load_geotiff_stack(
+    paths: Sequence[str | Path], spec: SourceSpec, times=None, *, scale: float = 1.0,
+    nodata: float | None = None, extra_bands: Sequence[str] = (),
+    valid_fn: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None,
+    grid: Grid | None = None, empty: str = "raise",
+) -> tuple[SourceFrames, Grid]:
+    """Read one GeoTIFF per date into `SourceFrames` and its `Grid`.
+
+    Args:
+        paths: one file per frame (any order when the dates come from the names).
+        spec: the source; its band names select layers by description when present,
+            otherwise the file must have exactly `spec.channels` layers.
+        times: one timestamp per file; by default parsed from the file names (YYYY-MM-DD).
+        scale: multiplies the spec's bands (1e-4 for Sentinel-2 DN).
+        nodata: value marking missing pixels (default: the file's own nodata, if any).
+        extra_bands: further layers read for `valid_fn` (e.g. "SCL").
+        valid_fn: maps {band name: T H W array} to a bool `T H W` validity mask.
+        grid: read every file onto this grid (nearest); else all files must share one grid.
+        empty: "raise" or "drop" frames without a valid pixel.
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise DataError(f"{spec.name}: no GeoTIFF paths given")
+    if times is None:
+        found = [_DATE_RE.search(p.name) for p in paths]
+        if not all(found):
+            raise DataError(f"{spec.name}: no date in file name {paths[found.index(None)].name}; pass times=")
+        times = to_days(["-".join(m.groups()) for m in found])
+    times = to_days(times) if np.asarray(times).dtype.kind in "MUSO" else np.asarray(times, np.float64)
+    if len(times) != len(paths):
+        raise DataError(f"{spec.name}: {len(times)} timestamps for {len(paths)} files")
+    order = np.argsort(times, kind="stable")
+    paths, times = [paths[i] for i in order], times[order]
+    values, valids, ref = [], [], grid
+    for path in paths:
+        with _open_checked(path) as src:
+            g = _grid_of(src)
+            if ref is None:
+                ref = g
+            want = list(spec.bands) + list(extra_bands)
+            descr = [_band_key(d) if d else None for d in src.descriptions]
+            if all(descr) and all(_band_key(b) in descr for b in want):
+                idx = [descr.index(_band_key(b)) + 1 for b in want]
+            elif src.count == len(want):
+                idx = list(range(1, src.count + 1))
+            else:
+                raise DataError(f"{spec.name}: wrong band count: {path.name} has {src.count} bands "
+                                f"({', '.join(d or '?' for d in src.descriptions[:6])}...) but the spec "
+                                f"asks for {len(want)} ({', '.join(want)}) and the names do not match")
+            nd = src.nodata if nodata is None else nodata
+            if g.mismatch(ref):
+                if grid is None:
+                    ref.check_same(g, f"between {paths[0].name} and {path.name}")
+                from rasterio.enums import Resampling
+                from rasterio.vrt import WarpedVRT
+
+                with WarpedVRT(src, crs=ref.rio_crs, transform=ref.affine, width=ref.width,
+                               height=ref.height, resampling=Resampling.nearest,
+                               nodata=0 if nd is None else nd) as vrt:
+                    arr = _read_checked(vrt, path, idx)
+                    nd = 0 if nd is None else nd
+            else:
+                arr = _read_checked(src, path, idx)
+        arr = arr.astype(np.float32)
+        band = arr[: spec.channels]
+        ok = np.ones(arr.shape[1:], bool) if nd is None else ~(band == nd).all(axis=0)
+        values.append(band * scale)
+        valids.append(ok)
+        if valid_fn is not None:
+            valids[-1] = ok & valid_fn({b: a[None] for b, a in zip(want, arr)})[0]
+    frames = SourceFrames.build(np.stack(values), times, np.stack(valids), name=spec.name,
+                                nonfinite="mask" if nodata is not None else "raise", empty=empty)
+    return frames, ref
+
+
+def _cube_crs(ds, var) -> str:
+    gm = ds[var].attrs.get("grid_mapping") or ds[var].encoding.get("grid_mapping")
+    if gm and gm in ds.variables:
+        attrs = ds[gm].attrs
+        for key in ("crs_wkt", "spatial_ref"):
+            if attrs.get(key):
+                return str(attrs[key])
+    if "lat" in ds.dims and "lon" in ds.dims:
+        return "EPSG:4326"
+    raise DataError(f"cannot find the CRS of {var!r}; pass crs=")
+
+
+def load_xarray_cube(
+    ds_or_path, spec: SourceSpec, var_names: Sequence[str] | None = None, *,
+    scale: float = 1.0, offset: float = 0.0, nodata: float | None = None,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    valid: np.ndarray | None = None, crs: str | None = None, time: float | None = None,
+    empty: str = "raise", nonfinite: str = "raise",
+) -> tuple[SourceFrames, Grid]:
+    """Read the variables of one source from an xarray/netCDF cube.
+
+    Values become `raw * scale + offset` (then `transform`, if given); pixels equal to
+    `nodata` (any band) and, when given, where `valid` (`T H W`) is False are invalid.
+    A cube without a time dimension gives one frame at `time` (days; default 0).
+    """
+    import xarray as xr
+
+    ds = xr.open_dataset(ds_or_path, mask_and_scale=False) if isinstance(ds_or_path, (str, Path)) else ds_or_path
+    var_names = list(var_names or spec.bands)
+    if len(var_names) != spec.channels:
+        raise DataError(f"{spec.name}: wrong band count: {len(var_names)} variables for the spec's "
+                        f"{spec.channels} bands ({', '.join(spec.bands)})")
+    missing = [v for v in var_names if v not in ds.variables]
+    if missing:
+        raise DataError(f"{spec.name}: variables {missing} not in the cube (has {sorted(ds.data_vars)})")
+    da0 = ds[var_names[0]]
+    tdim = next((d for d in da0.dims if d in ("t", "time")), None)
+    ydim, xdim = da0.dims[-2], da0.dims[-1]
+    grid = Grid.from_coords(ds[xdim].values, ds[ydim].values, crs or _cube_crs(ds, var_names[0]))
+    raw = np.stack([np.asarray(ds[v].transpose(*((tdim,) if tdim else ()), ydim, xdim).values)
+                    for v in var_names], axis=1 if tdim else 0)
+    if tdim is None:
+        raw, times = raw[None], np.array([0.0 if time is None else time])
+    else:
+        times = to_days(ds[tdim].values)
+    ok = np.ones((raw.shape[0], *raw.shape[2:]), bool)
+    if nodata is not None:
+        ok &= ~(raw == nodata).any(axis=1)
+    if valid is not None:
+        ok &= np.asarray(valid, bool)
+    vals = raw.astype(np.float64) * scale + offset
+    if transform is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            vals = transform(vals)
+    if nonfinite == "raise":
+        vals = np.where(ok[:, None], vals, 0.0)  # values under nodata are not ours to judge
+    frames = SourceFrames.build(vals, times, ok, name=spec.name, nonfinite=nonfinite, empty=empty)
+    return frames, grid
+
+
+GREENEARTHNET_S2 = SourceSpec("s2", ("B02", "B03", "B04", "B8A"), "optical")
+WORLDCEREAL_S2 = SourceSpec("s2", ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12"), "optical")
+WORLDCEREAL_S1 = SourceSpec("s1", ("VV", "VH"), "sar")  # monthly composites: no orbit metadata
+SLOVENIA_NDVI = SourceSpec("ndvi", ("NDVI",), "optical")
+SLOVENIA_S2 = SourceSpec("s2", ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A",
+                                "B09", "B10", "B11", "B12"), "optical")
+WORLDCOVER_CODES = (10, 20, 30, 40, 50, 60, 80, 90)
+"""ESA WorldCover codes in the order of conventions.WORLDCOVER_CLASSES (class id = index)."""
+
+REAL_SAMPLES = {
+    "greenearthnet_portugal": ("greenearthnet", "greenearthnet/minicubes/portugal_2021.nc"),
+    "greenearthnet_hungary": ("greenearthnet", "greenearthnet/minicubes/hungary_2021.nc"),
+    "greenearthnet_sweden": ("greenearthnet", "greenearthnet/minicubes/sweden_2021.nc"),
+    "greenearthnet_geotiff_portugal": ("greenearthnet", "greenearthnet/leaf_sr/portugal"),
+    "greenearthnet_geotiff_hungary": ("greenearthnet", "greenearthnet/leaf_sr/hungary"),
+    "greenearthnet_geotiff_sweden": ("greenearthnet", "greenearthnet/leaf_sr/sweden"),
+    "worldcereal_belgium": ("worldcereal", "worldcereal/belgium_s1_s2_monthly_2021.nc"),
+    "eolearn_slovenia": ("eolearn_slovenia", "eolearn_slovenia/TestEOPatch"),
+}
+"""Real sample name -> (origin key of conventions.EO_REAL_ORIGINS, path inside eo_real/)."""
+
+_PLACES = {"portugal": ("Abrantes, Portugal", 2021), "hungary": ("the Great Hungarian Plain, Hungary", 2021),
+           "sweden": ("Västergötland, Sweden", 2021)}
+
+
+def _path(name: str, root) -> Path:
+    origin, rel = REAL_SAMPLES[name]
+    base = Path(root) if root is not None else find_eo_real(required=True)
+    p = base / rel
+    if not p.exists():
+        raise FileNotFoundError(f"{p} is missing. The {origin!r} part of eo_real/ comes from "
+                                f"{EO_REAL_ORIGINS[origin]}")
+    return p
+
+
+def list_real_samples(root=None) -> dict[str, bool]:
+    """Which real samples are present (name -> True/False); all False when eo_real/ is absent."""
+    base = Path(root) if root is not None else find_eo_real(required=False)
+    return {n: bool(base is not None and (base / rel).exists()) for n, (_, rel) in REAL_SAMPLES.items()}
+
+
+def worldcover_to_ids(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ESA WorldCover codes -> (class ids 0..7, valid). Boundary codes (15, 25, ...) and
+    classes outside our legend (70 snow, 95 mangroves, 100 moss) are invalid."""
+    codes = np.nan_to_num(np.asarray(codes, np.float64), nan=-1).astype(np.int64)
+    lut = np.full(256, -1, np.int64)
+    lut[list(WORLDCOVER_CODES)] = np.arange(len(WORLDCOVER_CODES))
+    ids = lut[np.clip(codes, 0, 255)]
+    ok = ids >= 0
+    return np.where(ok, ids, 0).astype(np.float32), ok
+
+
+def _landcover_labels(ids: np.ndarray, ok: np.ndarray) -> dict:
+    counts = np.bincount(ids[ok].astype(int), minlength=len(WORLDCOVER_CLASSES))
+    frac = counts / max(counts.sum(), 1)
+    order = np.argsort(-frac)
+    return {"classes": [WORLDCOVER_CLASSES[i] for i in order if frac[i] >= 0.05],
+            "class_fractions": {WORLDCOVER_CLASSES[i]: round(float(frac[i]), 3) for i in order if frac[i] > 0}}
+
+
+def _caption(labels: dict) -> str:
+    what = " and ".join(labels.get("classes", [])[:2]) or "land"
+    return f"{what} near {labels.get('place', 'an unnamed place')}, {labels.get('year', '')}".rstrip(", ")
+
+
+def load_greenearthnet_minicube(site: str, root=None) -> Sample:
+    """A GreenEarthNet minicube (site in portugal, hungary, sweden): S2 B02 B03 B04 B8A,
+    clouds from s2_dlmask, `dem` (Copernicus DEM) and `landcover` (WorldCover) targets."""
+    import xarray as xr
+
+    if site not in _PLACES:
+        raise DataError(f"unknown GreenEarthNet site {site!r}; choose one of {sorted(_PLACES)}")
+    path = _path(f"greenearthnet_{site}", root)
+    with xr.open_dataset(path) as ds:
+        ds = ds.load()
+        clear = ds["s2_dlmask"].values == 0
+        s2, grid = load_xarray_cube(ds, GREENEARTHNET_S2, [f"s2_{b}" for b in GREENEARTHNET_S2.bands],
+                                    valid=clear, nonfinite="mask", empty="drop")
+        mid = float(np.mean(s2.times[[0, -1]]))
+        dem, _ = load_xarray_cube(ds, DEM, ["cop_dem"], time=mid, nonfinite="mask")
+        ids, ok = worldcover_to_ids(ds["esawc_lc"].values)
+    lc = SourceFrames(ids[None, None], [mid], ok[None], name="landcover")
+    place, year = _PLACES[site]
+    labels = {"place": place, "year": year, "dataset": "GreenEarthNet", **_landcover_labels(ids, ok)}
+    return Sample(f"greenearthnet_{site}", grid, {"s2": s2, "dem": dem, "landcover": lc},
+                  {"s2": GREENEARTHNET_S2, "dem": DEM, "landcover": LANDCOVER},
+                  labels=labels, captions=(_caption(labels),))
+
+
+SCL_VALID = (4, 5, 6, 7, 11)
+
+
+def load_greenearthnet_geotiffs(site: str, root=None) -> Sample:
+    """The per-date GeoTIFF stack of a GreenEarthNet site (S2 B02 B03 B04 B8A, SCL clouds)."""
+    import rasterio
+
+    if site not in _PLACES:
+        raise DataError(f"unknown GreenEarthNet site {site!r}; choose one of {sorted(_PLACES)}")
+    folder = _path(f"greenearthnet_geotiff_{site}", root)
+    paths = sorted(folder.glob("*.tif"))
+    grids = []
+    for p in paths:
+        with _open_checked(p) as src:
+            grids.append(_grid_of(src))
+    grid = Counter(grids).most_common(1)[0][0]
+    s2, grid = load_geotiff_stack(paths, GREENEARTHNET_S2, scale=1e-4, nodata=0, extra_bands=("SCL",),
+                                  valid_fn=lambda b: np.isin(b["SCL"], SCL_VALID), grid=grid, empty="drop")
+    place, year = _PLACES[site]
+    labels = {"place": place, "year": year, "dataset": "GreenEarthNet"}
+    return Sample(f"greenearthnet_geotiff_{site}", grid, {"s2": s2}, {"s2": GREENEARTHNET_S2},
+                  labels=labels, captions=(f"Sentinel-2 time series near {place}, {year}",))
+
+
+WORLDCEREAL_NODATA = 65535
+
+
+def worldcereal_s1_to_db(dn: np.ndarray) -> np.ndarray:
+    """WorldCereal's S1 integer code to backscatter in dB: 20 * log10(DN) - 83."""
+    with np.errstate(divide="ignore"):
+        return 20.0 * np.log10(np.asarray(dn, np.float64)) - 83.0
+
+
+def _uint16(ds, names):
+    out = ds.copy()
+    for v in names:
+        a = out[v].values
+        out[v] = out[v].copy(data=a.astype(np.int16).view(np.uint16) if a.dtype == np.int16 else a)
+    return out
+
+
+def load_worldcereal_belgium(root=None) -> Sample:
+    """WorldCereal's Belgian S1+S2 monthly cube: `s2` (9 bands, reflectance), `s1` (VV, VH
+    in dB) and the `dem` target; nodata 65535 masked."""
+    import xarray as xr
+
+    path = _path("worldcereal_belgium", root)
+    s2_vars = [f"S2-L2A-{b}" for b in WORLDCEREAL_S2.bands]
+    s1_vars = ["S1-SIGMA0-VV", "S1-SIGMA0-VH"]
+    with xr.open_dataset(path, mask_and_scale=False) as ds:
+        ds = _uint16(ds.load(), s2_vars + s1_vars + ["elevation"])
+        kw = dict(nodata=WORLDCEREAL_NODATA, empty="drop")
+        s2, grid = load_xarray_cube(ds, WORLDCEREAL_S2, s2_vars, scale=1e-4, **kw)
+        s1_ok = ~((ds[s1_vars[0]].values == 0) | (ds[s1_vars[1]].values == 0))
+        s1, g1 = load_xarray_cube(ds, WORLDCEREAL_S1, s1_vars, transform=worldcereal_s1_to_db,
+                                  valid=s1_ok, **kw)
+        grid.check_same(g1, "between s2 and s1")
+        mid = float(np.mean(s2.times[[0, -1]]))
+        elev = ds["elevation"].isel(t=0).drop_vars("t", errors="ignore").to_dataset()
+        elev["crs"] = ds["crs"]
+        dem, _ = load_xarray_cube(elev, DEM, ["elevation"], nodata=WORLDCEREAL_NODATA, time=mid)
+    labels = {"place": "Sint-Truiden, Flanders, Belgium", "year": 2021, "dataset": "WorldCereal"}
+    crop_path = path.parent / "belgium_cropland_map_2021.nc"
+    if crop_path.exists():
+        with xr.open_dataset(crop_path) as cm:
+            var = next(iter(cm.data_vars))
+            m = np.asarray(cm[var].sel(bands="classification").values, np.float64)
+        labels["cropland_map"] = m
+        labels["cropland_fraction"] = round(float(np.nanmean(m == 1)), 3)
+        labels["classes"] = ["cropland"] if labels["cropland_fraction"] > 0.5 else ["cropland", "other land"]
+    caption = f"cropland parcels near {labels['place']}, {labels['year']}"  # a Flemish arable landscape
+    return Sample("worldcereal_belgium", grid, {"s2": s2, "s1": s1, "dem": dem},
+                  {"s2": WORLDCEREAL_S2, "s1": WORLDCEREAL_S1, "dem": DEM},
+                  labels=labels, captions=(caption,))
+
+
+_LULC_TO_WORLDCOVER = {1: 3, 2: 0, 3: 2, 4: 1, 5: 6, 6: 7, 8: 4, 9: 5}  # 0 nodata, 7 tundra, 10 snow: invalid
+_SLOVENIA_REFERENCE_DATES = ("2015-08-20", "2015-07-31", "2015-09-09", "2015-08-30", "2015-07-11")
+
+
+def load_eolearn_slovenia(root=None, reference_scenes: bool = False) -> Sample:
+    """The eo-learn Slovenia patch: `ndvi` (clouds masked), `dem`, `landcover`; with
+    `reference_scenes=True` also `s2`, the 13-band scenes of five summer-2015 dates."""
+    folder = _path("eolearn_slovenia", root)
+    d = lambda rel: np.load(folder / rel)  # noqa: E731
+    times = to_days(json.loads((folder / "timestamps.json").read_text()))
+    valid = (d("mask/IS_VALID.npy")[..., 0].astype(bool)) & (d("mask/CLM.npy")[..., 0] == 0)
+    ndvi = SourceFrames.build(d("data/NDVI.npy")[:, None, :, :, 0], times, valid, name="ndvi", empty="drop")
+    bbox = json.loads((folder / "bbox.geojson").read_text())
+    xs, ys = zip(*bbox["coordinates"][0])
+    H, W = ndvi.values.shape[2:]
+    grid = Grid("EPSG:32633", ((max(xs) - min(xs)) / W, 0.0, min(xs), 0.0, -(max(ys) - min(ys)) / H, max(ys)), H, W)
+    mid = float(np.mean(ndvi.times[[0, -1]]))
+    dem = SourceFrames(d("data_timeless/DEM.npy")[None, None, :, :, 0], [mid], name="dem")
+    lulc = d("mask_timeless/LULC.npy")[..., 0].astype(int)
+    ids = np.zeros(lulc.shape, np.float32)
+    for k, v in _LULC_TO_WORLDCOVER.items():
+        ids[lulc == k] = v
+    ok = np.isin(lulc, list(_LULC_TO_WORLDCOVER))
+    lc = SourceFrames(ids[None, None], [mid], ok[None], name="landcover")
+    sources = {"ndvi": ndvi, "dem": dem, "landcover": lc}
+    specs = {"ndvi": SLOVENIA_NDVI, "dem": DEM, "landcover": LANDCOVER}
+    if reference_scenes:
+        ref_path = folder.parent / "REFERENCE_SCENES.npy"
+        scenes = np.moveaxis(np.load(ref_path), -1, 1)  # T H W C -> T C H W
+        rt = to_days(list(_SLOVENIA_REFERENCE_DATES))
+        match = [int(np.argmin(np.abs(np.floor(times) - t))) for t in rt]
+        order = np.argsort(rt)
+        clm_ok = valid[match]
+        sources["s2"] = SourceFrames.build(scenes[order], times[match][order], clm_ok[order], name="s2",
+                                           empty="drop")
+        specs["s2"] = SLOVENIA_S2
+    labels = {"place": "Slovenia", "year": "2015-2017", "dataset": "eo-learn", **_landcover_labels(ids, ok)}
+    return Sample("eolearn_slovenia", grid, sources, specs, labels=labels, captions=(_caption(labels),))
+
+
+_WAVELENGTH_NM = {
+    "B01": 443, "B1": 443, "B02": 490, "B2": 482, "B03": 560, "B3": 561, "B04": 665, "B4": 655,
+    "B05": 705, "B06": 740, "B07": 783, "B08": 842, "B8A": 865, "B09": 945, "B10": 1375,
+    "B11": 1610, "B12": 2190, "NIR": 842, "RED": 665,
+}
+_LANDSAT_NM = {"B1": 443, "B2": 482, "B3": 561, "B4": 655, "B5": 865, "B6": 1609, "B7": 2201}
+_SPECTRA_NM = (400, 490, 560, 665, 700, 760, 865, 1610, 2190, 2500)
+_SPECTRA = {  # reflectance at _SPECTRA_NM
+    "veg": (0.02, 0.03, 0.08, 0.03, 0.06, 0.40, 0.45, 0.22, 0.10, 0.08),
+    "soil": (0.06, 0.08, 0.12, 0.17, 0.19, 0.22, 0.25, 0.33, 0.28, 0.25),
+    "urban": (0.12, 0.14, 0.16, 0.18, 0.19, 0.21, 0.22, 0.25, 0.22, 0.20),
+    "water": (0.07, 0.06, 0.05, 0.03, 0.02, 0.01, 0.01, 0.005, 0.003, 0.002),
+}
+# per WORLDCOVER class: (background, base vegetation fraction, amplitude, peak day of year, width in days)
+_PHENOLOGY = {
+    "tree": ("soil", 0.70, 0.20, 190, 120), "shrub": ("soil", 0.30, 0.20, 160, 90),
+    "grassland": ("soil", 0.35, 0.45, 140, 60), "cropland": ("soil", 0.05, 0.85, 185, 35),
+    "built-up": ("urban", 0.08, 0.05, 180, 90), "bare": ("soil", 0.02, 0.03, 180, 90),
+    "water": ("water", 0.0, 0.0, 180, 90), "wetland": ("water", 0.35, 0.35, 200, 70),
+}
+_VV_DB = {"tree": -8.0, "shrub": -10.0, "grassland": -12.0, "cropland": -16.0, "built-up": -4.0,
+          "bare": -17.0, "water": -22.0, "wetland": -13.0}
+_CLASS_WEIGHTS = (0.2, 0.05, 0.15, 0.35, 0.1, 0.03, 0.07, 0.05)
+
+
+def vegetation_fraction(cls: str, doy: np.ndarray) -> np.ndarray:
+    """The synthetic phenology: vegetation fraction of a land-cover class at day-of-year."""
+    _, base, amp, peak, width = _PHENOLOGY[cls]
+    d = (np.asarray(doy, np.float64) - peak + 182.5) % 365.0 - 182.5
+    return np.clip(base + amp * np.exp(-0.5 * (d / width) ** 2), 0, 1)
+
+
+def _smooth(rng, shape, sigma):
+    from scipy.ndimage import gaussian_filter
+
+    f = gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
+    return (f - f.mean()) / (f.std() + 1e-9)
+
+
+def _acquisitions(rng, n, start_day, days, hour):
+    n = min(n, int(days))
+    d = np.sort(rng.choice(int(days), size=n, replace=False)).astype(np.float64)
+    return start_day + d + hour / 24.0
+
+
+def _rng(generator, seed) -> np.random.Generator:
+    if isinstance(generator, np.random.Generator):
+        return generator
+    if isinstance(generator, torch.Generator):
+        return np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
+    return np.random.default_rng(seed)
+
+
+def synthetic_sample(
+    specs: Sequence[SourceSpec] = DEFAULT_SOURCES, height: int = 32, width: int = 32,
+    n_frames: Mapping[str, int] | None = None, start: str = "2021-01-01", days: float = 365,
+    generator: np.random.Generator | torch.Generator | None = None, seed: int = 0,
+    site: str | None = None,
+) -> Sample:
+    """A seeded synthetic `Sample` standing in for real data (see the chapter text).
+
+    Args:
+        specs: the sources to make (optical, sar, static and categorical are understood).
+        height, width: grid size (10 m pixels, EPSG:32631).
+        n_frames: frames per input source (default s2 12, s1 8, landsat 6, others 8).
+        start, days: the time span the acquisitions are drawn from.
+        generator / seed: randomness (a numpy or torch generator wins over `seed`).
+    """
+    rng = _rng(generator, seed)
+    counts = {"s2": 12, "s1": 8, "landsat": 6, **(n_frames or {})}
+    t0 = float(to_days([start])[0])
+    H, W = height, width
+    # parcels: nearest of random seeds, each seed a class
+    n_seeds = max(4, H * W // 48)
+    seeds = rng.uniform(0, [H, W], size=(n_seeds, 2))
+    seed_cls = rng.choice(len(WORLDCOVER_CLASSES), size=n_seeds, p=_CLASS_WEIGHTS)
+    yy, xx = np.meshgrid(np.arange(H) + 0.5, np.arange(W) + 0.5, indexing="ij")
+    dist = (yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2
+    cls_map = seed_cls[np.argmin(dist, axis=-1)]
+    names = [WORLDCOVER_CLASSES[c] for c in cls_map.ravel()]
+    brightness = 1.0 + 0.08 * _smooth(rng, (H, W), 3)
+    grid = Grid("EPSG:32631", (10.0, 0.0, 600_000.0, 0.0, -10.0, 5_650_000.0), H, W)
+    sources, mids = {}, t0 + days / 2
+    for spec in specs:
+        if spec.modality in ("optical", "sar"):
+            hour = 10.5 if spec.modality == "optical" else rng.choice([6.0, 17.5])
+            times = _acquisitions(rng, counts.get(spec.name, 8), t0, days, hour)
+            doy = (times - to_days([f"{str(from_days(t)[()])[:4]}-01-01" for t in times])) % 365.25
+            frac = np.stack([vegetation_fraction(c, doy) for c in WORLDCOVER_CLASSES], 1)[:, cls_map]  # T H W
+        if spec.modality == "optical":
+            table = _LANDSAT_NM if spec.name == "landsat" else _WAVELENGTH_NM
+            T, vals = len(times), np.zeros((len(times), spec.channels, H, W), np.float32)
+            valid = np.ones((T, H, W), bool)
+            for i in range(T):
+                p = min(rng.beta(0.6, 1.6), 0.85)
+                field_ = _smooth(rng, (H, W), max(2.0, H / 10))
+                cloud = field_ > np.quantile(field_, 1 - p) if p > 0.02 else np.zeros((H, W), bool)
+                valid[i] = ~cloud
+                for c, band in enumerate(spec.bands):
+                    if band == "B10" and spec.name == "landsat":  # thermal, Kelvin (TOA brightness)
+                        season = np.cos(2 * np.pi * (doy[i] - 200) / 365.25)
+                        v = 283 + 12 * season - 6 * frac[i] + rng.normal(0, 0.5, (H, W))
+                        vals[i, c] = np.where(cloud, 255 + 5 * field_, v)
+                        continue
+                    nm = table.get(band, _WAVELENGTH_NM.get(band, 665))
+                    spec_at = {k: np.interp(nm, _SPECTRA_NM, v) for k, v in _SPECTRA.items()}
+                    bg = np.array([spec_at[_PHENOLOGY[c_][0]] for c_ in WORLDCOVER_CLASSES])[cls_map]
+                    refl = (frac[i] * spec_at["veg"] + (1 - frac[i]) * bg) * brightness
+                    refl = refl + rng.normal(0, 0.004, (H, W))
+                    vals[i, c] = np.where(cloud, 0.45 + 0.1 * np.tanh(field_), np.clip(refl, 1e-4, 1))
+            sources[spec.name] = SourceFrames(vals, times, valid, name=spec.name)
+        elif spec.modality == "sar":
+            vv = np.array([_VV_DB[c] for c in WORLDCOVER_CLASSES])[cls_map] + 6.0 * frac  # T H W
+            asc = rng.integers(0, 2, len(times)).astype(np.float32)
+            vals = []
+            for band in spec.bands:
+                db = vv - (6.0 + 2.0 * (1 - frac)) if "VH" in band.upper() else vv
+                db = db + 0.7 * asc[:, None, None]
+                speckle = rng.gamma(4.0, 1 / 4.0, size=db.shape)
+                vals.append(10 * np.log10(10 ** (db / 10) * speckle))
+            meta = asc[:, None].repeat(len(spec.metadata), 1) if spec.metadata else None
+            sources[spec.name] = SourceFrames(np.stack(vals, 1), times, None, meta, spec.name)
+        elif spec.modality == "static":
+            dem = 150 + 60 * _smooth(rng, (H, W), max(3.0, H / 4)) + 15 * _smooth(rng, (H, W), 2)
+            sources[spec.name] = SourceFrames(np.repeat(dem[None, None], spec.channels, 1), [mids], name=spec.name)
+        else:
+            ids = (cls_map % spec.n_classes).astype(np.float32)
+            sources[spec.name] = SourceFrames(ids[None, None], [mids], name=spec.name)
+    ids = cls_map.astype(np.float32)
+    labels = {"place": "a synthetic site", "year": int(start[:4]), "dataset": "synthetic",
+              "class_map": cls_map, **_landcover_labels(ids, np.ones_like(ids, bool))}
+    return Sample(site or f"synthetic_{seed}", grid, sources, {s.name: s for s in specs},
+                  labels=labels, captions=(_caption(labels),))
+
+
+_READERS = {
+    "greenearthnet_portugal": lambda r: load_greenearthnet_minicube("portugal", r),
+    "greenearthnet_hungary": lambda r: load_greenearthnet_minicube("hungary", r),
+    "greenearthnet_sweden": lambda r: load_greenearthnet_minicube("sweden", r),
+    "greenearthnet_geotiff_portugal": lambda r: load_greenearthnet_geotiffs("portugal", r),
+    "greenearthnet_geotiff_hungary": lambda r: load_greenearthnet_geotiffs("hungary", r),
+    "greenearthnet_geotiff_sweden": lambda r: load_greenearthnet_geotiffs("sweden", r),
+    "worldcereal_belgium": load_worldcereal_belgium,
+    "eolearn_slovenia": load_eolearn_slovenia,
+}
+DEFAULT_REAL = ("worldcereal_belgium", "greenearthnet_portugal", "greenearthnet_hungary",
+                "greenearthnet_sweden", "eolearn_slovenia")
+
+
+def load_real_sample(name: str, root=None) -> Sample:
+    """One real sample by name (see REAL_SAMPLES)."""
+    if name not in _READERS:
+        raise KeyError(f"unknown real sample {name!r}; known: {sorted(_READERS)}")
+    return _READERS[name](root)
+
+
+def load_samples(data: str | Sequence[str] = "auto", root=None, seed: int = 0, **synthetic_kw) -> list[Sample]:
+    """The samples a notebook works on: "auto" (real if present, else synthetic), "real",
+    "synthetic", or sample name(s)."""
+    if data == "synthetic":
+        return [synthetic_sample(seed=seed, **synthetic_kw)]
+    if data in ("auto", "real"):
+        base = find_eo_real(required=(data == "real")) if root is None else Path(root)
+        if base is None:
+            log.warning("real samples absent: using the synthetic generator instead (%s)",
+                        "set $AEF_EO_REAL or put eo_real/ at ../shared/eo_real")
+            return [synthetic_sample(seed=seed, **synthetic_kw)]
+        names = [n for n in DEFAULT_REAL if list_real_samples(base)[n]]
+        return [load_real_sample(n, base) for n in names]
+    names = [data] if isinstance(data, str) else list(data)
+    return [load_real_sample(n, root) for n in names]

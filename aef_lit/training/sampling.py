@@ -1,0 +1,343 @@
+# generated from notebooks/20_sampling.py by tools/nb_export.py: do not edit.
+# Edit the notebook, then run `python tools/nb_export.py`.
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from aef_lit.conventions import DEM, LANDCOVER, SourceSpec, find_eo_real
+from aef_lit.data import core as _data
+from aef_lit.data import Sample, SourceFrames
+
+log = logging.getLogger("aef_lit.training.sampling")
+
+GREENEARTHNET_SITES = ("portugal", "hungary", "sweden")
+TIMELESS = ("static", "categorical")
+
+
+def load_sites(data: str = "auto", sites: Sequence[str] = ("portugal", "hungary"), seed: int = 0,
+               synthetic_size: int = 96) -> list[Sample]:
+    """The whole-site `Sample`s a run trains on (see the chapter for the `data` values)."""
+    if data == "auto":
+        data = "greenearthnet" if find_eo_real(required=False) is not None else "synthetic"
+        if data == "synthetic":
+            log.warning("eo_real/ not found: training on synthetic cubes (set $AEF_EO_REAL)")
+    if data == "greenearthnet":
+        return [_data.load_greenearthnet_minicube(s) for s in sites]
+    if data == "greenearthnet_geotiff":
+        return [_data.load_greenearthnet_geotiffs(s) for s in sites]
+    if data == "worldcereal":
+        return [_data.load_worldcereal_belgium()]
+    if data == "multisite":
+        return [harmonise(read_site(s)) for s in sites]
+    if data == "synthetic":
+        specs = (_data.GREENEARTHNET_S2, DEM, LANDCOVER)
+        return [_data.synthetic_sample(specs, height=synthetic_size, width=synthetic_size, seed=seed + i,
+                                       n_frames={"s2": 24}, site=f"synthetic_{name}")
+                for i, name in enumerate(sites or ("a", "b"))]
+    raise ValueError(f"unknown data {data!r}: auto, greenearthnet, greenearthnet_geotiff, worldcereal, "
+                     "multisite, synthetic")
+
+
+MULTISITE_SITES = {
+    **{site: f"greenearthnet_{site}" for site in GREENEARTHNET_SITES},
+    **{f"{site}_geotiff": f"greenearthnet_geotiff_{site}" for site in GREENEARTHNET_SITES},
+    "belgium": "worldcereal_belgium",
+    "slovenia": "eolearn_slovenia",
+}
+"""The site names `data="multisite"` accepts -> chapter 2's real-sample names."""
+
+BAND_ALIASES: dict[str, tuple[str, ...]] = {"B8A": ("B08",)}
+"""Stand-ins for a band a sensor product lacks: B08 (842 nm) for B8A (865 nm), both NIR."""
+
+MULTISITE_RES = 10.0
+"""The grid of every `multisite` site, in metres: the paper's 10 m (see the text above)."""
+
+
+def read_site(name: str) -> Sample:
+    """One `multisite` site as chapter 2's reader returns it (Slovenia with its S2 scenes)."""
+    if name not in MULTISITE_SITES:
+        raise ValueError(f"unknown multisite site {name!r}; choose from {', '.join(MULTISITE_SITES)}")
+    if name == "slovenia":  # its default sample is NDVI only; the 13-band scenes are opt-in
+        return _data.load_eolearn_slovenia(reference_scenes=True)
+    return _data.load_real_sample(MULTISITE_SITES[name])
+
+
+def harmonise(sample: Sample, spec: SourceSpec = _data.GREENEARTHNET_S2, res: float | None = MULTISITE_RES,
+              keep: Sequence[str] = ("dem", "landcover"),
+              aliases: dict[str, tuple[str, ...]] = BAND_ALIASES) -> Sample:
+    """`sample` in the layout of `spec`: its `spec.name` source cut to `spec.bands` (or their
+    `aliases`), the target sources in `keep` (others dropped), and on a `res`-metre UTM grid
+    (bilinear; nearest for classes) unless it is on one already (`res=None`: grid kept)."""
+    from aef_lit.data.preprocess import resample_sample
+
+    if spec.name not in sample.sources:
+        raise _data.DataError(f"{sample.site} has no {spec.name!r} source (it has {sorted(sample.sources)})")
+    have = sample.specs[spec.name].bands
+    index = []
+    for band in spec.bands:
+        found = [have.index(b) for b in (band, *aliases.get(band, ())) if b in have]
+        if not found:
+            raise _data.DataError(f"{sample.site}: {spec.name!r} has no band {band} "
+                                  f"(nor {', '.join(aliases.get(band, ())) or 'a stand-in'}); it has {', '.join(have)}")
+        index.append(found[0])
+    fr = sample.sources[spec.name]
+    sources = {spec.name: SourceFrames(fr.values[:, index], fr.times, fr.valid, fr.meta, fr.name)}
+    sources |= {n: f for n, f in sample.sources.items() if n in keep and n != spec.name}
+    specs = {n: spec if n == spec.name else sample.specs[n] for n in sources}
+    out = Sample(sample.site, sample.grid, sources, specs, labels=sample.labels, captions=sample.captions)
+    g = sample.grid
+    if res is not None and (g.rio_crs.is_geographic or not np.allclose(g.res, res, rtol=0.01)):
+        out = resample_sample(out, res=res)
+    return out
+
+
+def row_generator(seed: int, key: int) -> np.random.Generator:
+    """The generator of training row `key`: a pure function of (seed, key)."""
+    h = hashlib.blake2b(f"aef-row/{seed}/{key}".encode(), digest_size=8).digest()
+    return np.random.default_rng(int.from_bytes(h, "little"))
+
+
+def _window(fr: SourceFrames, r: int, c: int, L: int, index: np.ndarray) -> SourceFrames:
+    """Frames `index` of `fr`, cropped to the L x L window at (r, c)."""
+    meta = None if fr.meta is None else fr.meta[index]
+    return SourceFrames(fr.values[index][:, :, r:r + L, c:c + L], fr.times[index],
+                        fr.valid[index][:, r:r + L, c:c + L], meta, fr.name)
+
+
+def cut_row(sample: Sample, rng: np.random.Generator, tile: int, frames: int,
+            min_span_days: float = 60.0, min_valid: float = 0.05, tries: int = 20) -> Sample:
+    """A random L x L window of `sample`, with a random sub-sequence of each input source.
+
+    Input sources: frames inside a random support window (at least `min_span_days`, at
+    most the whole series) with at least `min_valid` clear pixels in the crop; at most
+    `frames` of them, chosen at random and kept in time order. Timeless sources keep their
+    single frame. Raises if no window of the sample works in `tries` draws.
+    """
+    H, W = sample.grid.shape
+    if H < tile or W < tile:
+        raise ValueError(f"{sample.site} is {H} x {W} pixels, smaller than the tile {tile}")
+    for _ in range(tries):
+        r, c = int(rng.integers(0, H - tile + 1)), int(rng.integers(0, W - tile + 1))
+        out: dict[str, SourceFrames] = {}
+        for name, fr in sample.sources.items():
+            spec = sample.specs[name]
+            clear = fr.valid[:, r:r + tile, c:c + tile].mean(axis=(1, 2))
+            if spec.modality in TIMELESS:
+                if clear[0] > 0:
+                    out[name] = _window(fr, r, c, tile, np.array([0]))
+                continue
+            t = fr.times
+            span = float(t[-1] - t[0])
+            length = span if span <= min_span_days else float(rng.uniform(min_span_days, span))
+            t0 = t[0] + float(rng.uniform(0.0, span - length))
+            inside = np.flatnonzero((t >= t0) & (t <= t0 + length) & (clear >= min_valid))
+            if inside.size == 0:
+                continue
+            pick = np.sort(rng.choice(inside, size=min(frames, inside.size), replace=False))
+            out[name] = _window(fr, r, c, tile, pick)
+        if len(out) == len(sample.sources):
+            grid = sample.grid.crop(r, c, tile, tile)
+            labels = {**sample.labels, "row": r, "col": c}
+            return Sample(sample.site, grid, out, dict(sample.specs), labels=labels, captions=sample.captions)
+    raise RuntimeError(f"no usable {tile} x {tile} window in {sample.site} after {tries} draws")
+
+
+def keep_targets(sample: Sample, targets: Sequence[str] | None) -> Sample:
+    """`sample` without the target-only sources not named in `targets` (None: all kept)."""
+    if targets is None:
+        return sample
+    unknown = set(targets) - {"dem", "landcover"} - {n for n, sp in sample.specs.items() if sp.role == "target"}
+    if unknown:
+        raise ValueError(f"unknown target source(s) {sorted(unknown)}; targets are e.g. dem, landcover")
+    keep = {n for n, sp in sample.specs.items() if sp.role == "input" or n in targets}
+    return Sample(sample.site, sample.grid, {n: f for n, f in sample.sources.items() if n in keep},
+                  {n: sp for n, sp in sample.specs.items() if n in keep}, labels=sample.labels,
+                  captions=sample.captions)
+
+
+#| export
+class TileDataset(Dataset):
+    """Row key -> a cropped training `Sample`; `collate` makes the padded batch.
+
+    Args:
+        samples: the whole training sites (they must share their input sources;
+            target-only sources may be missing at some).
+        tile: L; frames: frames per input source; seed: the stream's seed.
+        stats: normalisation statistics (chapter 3); None = `DEFAULT_STATS`, the global
+            statistics every chapter normalises with (so the trained model needs no extra file).
+        gain: radiometric augmentation: each optical band of a row is multiplied by
+            exp(u), u ~ U(-gain, gain), the same factor for all its frames (0 = off).
+        occlude: probability that a frame of an input time series gets a synthetic,
+            cloud-shaped gap (`augment_occlusion`; 0 = off).
+        time_shift: every timestamp of a row (all its sources) moves by the same
+            u ~ U(-time_shift, time_shift) days (`augment_time_shift`; 0 = off).
+        targets: the target-only sources to keep (None = every one the sites have; () =
+            none: the model then only reconstructs its inputs). Dropping a target keeps its
+            labels out of the model, so they can be evaluated without a leak (chapter 25).
+    """
+
+    def __init__(self, samples: Sequence[Sample], tile: int = 32, frames: int = 8, seed: int = 0,
+                 min_span_days: float = 60.0, min_valid: float = 0.05, stats=None, gain: float = 0.0,
+                 occlude: float = 0.0, time_shift: float = 0.0, targets: Sequence[str] | None = None):
+        from aef_lit.data.preprocess import DEFAULT_STATS
+
+        self.samples = [keep_targets(s, targets) for s in samples]
+        if not self.samples:
+            raise ValueError("TileDataset needs at least one site")
+        names = [sorted(n for n, sp in s.specs.items() if sp.role == "input") for s in self.samples]
+        if any(n != names[0] for n in names):
+            raise ValueError("training sites must share their input sources, got "
+                             + "; ".join(f"{s.site}: {', '.join(n)}" for s, n in zip(self.samples, names)))
+        self.specs: tuple[SourceSpec, ...] = _data.model_sources(self.samples)
+        self.tile, self.frames, self.seed = tile, frames, seed
+        self.min_span_days, self.min_valid, self.gain = min_span_days, min_valid, gain
+        if not 0.0 <= occlude <= 1.0:
+            raise ValueError(f"occlude is a probability, got {occlude}")
+        self.occlude = occlude
+        if not (math.isfinite(time_shift) and time_shift >= 0.0):
+            raise ValueError(f"time_shift is a non-negative number of days, got {time_shift}")
+        self.time_shift = time_shift
+        self.stats = DEFAULT_STATS if stats is None else stats
+
+    def __len__(self) -> int:  # a virtual, unbounded dataset; len() for tools that ask
+        return 2**62
+
+    def __getitem__(self, key: int) -> Sample:
+        rng = row_generator(self.seed, int(key))
+        sample = self.samples[int(rng.integers(len(self.samples)))]
+        row = cut_row(sample, rng, self.tile, self.frames, self.min_span_days, self.min_valid)
+        row = augment_gain(row, rng, self.gain) if self.gain > 0 else row
+        row = augment_occlusion(row, rng, self.occlude) if self.occlude > 0 else row
+        return augment_time_shift(row, rng, self.time_shift) if self.time_shift > 0 else row
+
+    @property
+    def frames_per_source(self) -> dict[str, int]:
+        return {s.name: (self.frames if s.role == "input" else 1) for s in self.specs}
+
+    def collate(self, rows: Sequence[Sample]):
+        """Rows -> a padded, normalised batch (source name -> SourceBatch)."""
+        from aef_lit.data.preprocess import collate
+
+        return collate(list(rows), self.specs, self.frames_per_source, self.stats)
+
+    def collate_with_captions(self, rows: Sequence[Sample]):
+        """(batch, captions): the batch and each row's site caption (for the text term, chapter 18)."""
+        return self.collate(rows), [r.captions[0] if r.captions else r.site for r in rows]
+
+
+class TileBatchSampler(Sampler):
+    """Endless micro-batches of row keys, sharded by rank, starting at micro-batch `start`."""
+
+    def __init__(self, batch_size: int, start: int = 0, rank: int = 0, world_size: int = 1):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world size {world_size}")
+        self.batch_size, self.start, self.rank, self.world_size = batch_size, start, rank, world_size
+
+    def keys(self, micro: int) -> list[int]:
+        first = (micro * self.world_size + self.rank) * self.batch_size
+        return list(range(first, first + self.batch_size))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        m = self.start
+        while True:
+            yield self.keys(m)
+            m += 1
+
+
+def tile_stream(ds: TileDataset, batch_size: int, start: int = 0, rank: int = 0, world_size: int = 1,
+                workers: int = 0, captions: bool = False) -> Iterator:
+    """An endless iterator of collated micro-batches from micro-batch `start` on.
+
+    With `captions=True` it yields `(batch, captions)` pairs.
+    """
+    loader = DataLoader(ds, batch_sampler=TileBatchSampler(batch_size, start, rank, world_size),
+                        collate_fn=ds.collate_with_captions if captions else ds.collate, num_workers=workers, persistent_workers=workers > 0,
+                        prefetch_factor=2 if workers > 0 else None)
+    return iter(loader)
+
+
+def training_dataset(data: str = "auto", sites: Sequence[str] = ("portugal", "hungary"), tile: int = 32,
+                     frames: int = 8, seed: int = 0, min_span_days: float = 60.0, stats=None,
+                     gain: float = 0.0, occlude: float = 0.0, time_shift: float = 0.0,
+                     targets: Sequence[str] | None = None) -> TileDataset:
+    """`load_sites` + `TileDataset` in one call (what chapter 21's trainer uses)."""
+    return TileDataset(load_sites(data, sites, seed=seed), tile=tile, frames=frames, seed=seed,
+                       min_span_days=min_span_days, stats=stats, gain=gain, occlude=occlude,
+                       time_shift=time_shift, targets=targets)
+
+
+def augment_gain(row: Sample, rng: np.random.Generator, gain: float) -> Sample:
+    """Multiply each optical band of a row by exp(U(-gain, gain)) (one factor per band and row).
+
+    Two sites differ in brightness as much as in anything else; with only two training
+    sites a model can memorise each site's typical spectra instead of reading the pixel's
+    own frames. Random gains make the input's own level the only reliable clue.
+    """
+    out = {}
+    for name, fr in row.sources.items():
+        if row.specs[name].modality == "optical":
+            g = np.exp(rng.uniform(-gain, gain, size=(1, fr.C, 1, 1))).astype(np.float32)
+            fr = SourceFrames(fr.values * g, fr.times, fr.valid, fr.meta, fr.name)
+        out[name] = fr
+    return Sample(row.site, row.grid, out, dict(row.specs), labels=row.labels, captions=row.captions)
+
+
+def augment_occlusion(row: Sample, rng: np.random.Generator, p: float) -> Sample:
+    """Give each frame of an input time series, with probability `p`, a cloud-shaped gap.
+
+    The gap is where a smooth random field (a 4 x 4 grid of uniforms, bilinearly upsampled)
+    falls below a random level in U(0.1, 0.9): blobs covering 10-90 % of the tile. Gap
+    pixels become invalid, which zeroes them (chapter 2) and removes them from every loss,
+    exactly like a real cloud under the mask. A frame left without a valid pixel is
+    dropped; a series is never emptied (the row is then returned unchanged for it).
+    """
+    out = {}
+    for name, fr in row.sources.items():
+        spec = row.specs[name]
+        if spec.role != "input" or spec.modality in TIMELESS or fr.T == 0:
+            out[name] = fr
+            continue
+        H, W = fr.values.shape[2:]
+        valid = fr.valid.copy()
+        hit = np.flatnonzero(rng.random(fr.T) < p)
+        if hit.size:
+            coarse = torch.from_numpy(rng.random((hit.size, 1, 4, 4)).astype(np.float32))
+            field = torch.nn.functional.interpolate(coarse, size=(H, W), mode="bilinear", align_corners=True)
+            level = rng.uniform(0.1, 0.9, size=(hit.size, 1, 1))
+            valid[hit] &= field[:, 0].numpy() > level
+        new = SourceFrames.build(fr.values, fr.times, valid, fr.meta, fr.name, empty="drop")
+        out[name] = new if new.T > 0 else fr
+    return Sample(row.site, row.grid, out, dict(row.specs), labels=row.labels, captions=row.captions)
+
+
+def augment_time_shift(row: Sample, rng: np.random.Generator, days: float) -> Sample:
+    """Move every timestamp of a row, in every source, by one u ~ U(-days, days).
+
+    Relative times (which frame came first, how far apart, where a frame lies in a period)
+    are unchanged; only the calendar date the timecodes see moves. With a few sites, each
+    imaged in one year, the date alone tells a model which site and season it is looking
+    at; shifting it makes the frames themselves the only reliable clue.
+    """
+    u = float(rng.uniform(-days, days))
+    out = {name: SourceFrames(fr.values, fr.times + u, fr.valid, fr.meta, fr.name)
+           for name, fr in row.sources.items()}
+    return Sample(row.site, row.grid, out, dict(row.specs), labels=row.labels, captions=row.captions)
+
+
+def random_period(t: np.ndarray | torch.Tensor, rng: np.random.Generator, min_days: float = 4.0
+                  ) -> tuple[float, float]:
+    """A random valid period [t_s, t_e) inside the span of times `t`, longer than `min_days`."""
+    t = np.asarray(t, dtype=np.float64)
+    lo, hi = float(t.min()), float(t.max()) + 1.0
+    length = float(rng.uniform(min(min_days + 1e-3, hi - lo), hi - lo))
+    start = float(rng.uniform(lo, hi - length))
+    return start, start + length
