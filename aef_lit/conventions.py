@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Literal, Mapping
 

@@ -127,7 +127,8 @@ class InputProjection(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.names = [s.name for s in cfg.input_sources]
-        self.projectors = nn.ModuleDict({s.name: SourceProjector(s, cfg.d_precision, cfg.gap_fill) for s in cfg.input_sources})
+        self.projectors = nn.ModuleDict(
+            {s.name: SourceProjector(s, cfg.d_precision, cfg.gap_fill) for s in cfg.input_sources})
 
     def forward(self, batch: Batch) -> tuple[Float[Tensor, "B T D h w"], Float64[Tensor, "B T"], Bool[Tensor, "B T"]]:
         xs, ts, ms = [], [], []

@@ -67,13 +67,19 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
 #   tensor algebra: no Python branching on data, so `torch.compile(fullgraph=True)` works.
 # - **Depth.** `depth` layers per operator (1 by default; chapter 10 fixes the count).
 
+# %% [markdown]
+# The layer itself is the same pre-norm block the Space operator (chapter 8) uses, so it
+# gets a module of its own, `aef_lit.model.attention`: normalise, make queries, keys and
+# values (here after adding the condition), attend, project back, add; then an MLP,
+# added. What differs between Time and Space is only *how* the heads attend (a key mask
+# here, rotary positions there), which a subclass says in `attend`.
+
 # %%
-#| export
+#| export model.attention
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
-from einops import rearrange, repeat
+from einops import rearrange
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
@@ -90,13 +96,12 @@ class FeedForward(nn.Module):
         return self.net(x)
 
 
-def key_mask(mask: Bool[Tensor, "B T"]) -> Bool[Tensor, "B T"]:
-    """Keys a query may attend to: the real frames, or every frame of a row with none."""
-    return mask | ~mask.any(dim=1, keepdim=True)
+class PreNormAttention(nn.Module):
+    """One pre-norm transformer layer over token sets `N L d`: attention, then an MLP.
 
-
-class TimeLayer(nn.Module):
-    """One pre-norm transformer layer over sequences `N T d`, conditioned on codes `N T d`."""
+    `cond` (same shape as `x`, optional) is added to the normalised tokens that make the
+    queries, keys and values. Subclasses change how heads attend by overriding `attend`.
+    """
 
     def __init__(self, d: int, heads: int, mlp_ratio: float = 4.0):
         super().__init__()
@@ -107,13 +112,40 @@ class TimeLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d)
         self.mlp = FeedForward(d, mlp_ratio)
 
+    def forward(self, x: Float[Tensor, "N L d"], cond: Float[Tensor, "N L d"] | None = None,
+                **attend_kw) -> Float[Tensor, "N L d"]:
+        h = self.norm1(x) if cond is None else self.norm1(x) + cond
+        q, k, v = rearrange(self.qkv(h), "n l (three h e) -> three n h l e", three=3, h=self.heads)
+        a = self.attend(q, k, v, **attend_kw)
+        x = x + self.out(rearrange(a, "n h l e -> n l (h e)"))
+        return x + self.mlp(self.norm2(x))
+
+    def attend(self, q: Float[Tensor, "N h L e"], k: Float[Tensor, "N h L e"], v: Float[Tensor, "N h L e"],
+               attn_mask: Bool[Tensor, "N 1 1 L"] | None = None) -> Float[Tensor, "N h L e"]:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+
+# %%
+#| export
+from __future__ import annotations
+
+from einops import rearrange, repeat
+from jaxtyping import Bool, Float
+from torch import Tensor, nn
+
+from aef_lit.model.attention import FeedForward, PreNormAttention  # noqa: F401  (FeedForward: re-exported)
+
+
+def key_mask(mask: Bool[Tensor, "B T"]) -> Bool[Tensor, "B T"]:
+    """Keys a query may attend to: the real frames, or every frame of a row with none."""
+    return mask | ~mask.any(dim=1, keepdim=True)
+
+
+class TimeLayer(PreNormAttention):
+    """The shared pre-norm layer over sequences `N T d`, conditioned on codes `N T d`."""
+
     def forward(self, x: Float[Tensor, "N T d"], cond: Float[Tensor, "N T d"],
                 attn_mask: Bool[Tensor, "N 1 1 T"]) -> Float[Tensor, "N T d"]:
-        q, k, v = rearrange(self.qkv(self.norm1(x) + cond), "n t (three h e) -> three n h t e",
-                            three=3, h=self.heads)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        x = x + self.out(rearrange(a, "n h t e -> n t (h e)"))
-        return x + self.mlp(self.norm2(x))
+        return super().forward(x, cond, attn_mask=attn_mask)
 
 
 class TimeOperator(nn.Module):
@@ -152,6 +184,7 @@ class TimeOperator(nn.Module):
 
 # %%
 import matplotlib.pyplot as plt
+import torch
 
 from aef_lit.conventions import get_config, seed_everything, select_device
 from aef_lit.model.timecodes import timecode_cfg
@@ -159,6 +192,7 @@ from aef_lit.model.timecodes import timecode_cfg
 cfg = get_config(preset)
 device = select_device(device)
 g = seed_everything(seed)
+
 B, T, h, w = 2, 6, cfg.tile // 8, cfg.tile // 8 + 2
 op = TimeOperator(cfg.d_time, cfg.heads_time, cfg.timecode_dim, cfg.mlp_ratio).eval()
 x = torch.randn(B, T, cfg.d_time, h, w, generator=g)

@@ -90,9 +90,9 @@ from torch import Tensor, nn
 
 from aef_lit.conventions import Batch, ModelConfig, SourceBatch, batch_to, get_config
 from aef_lit.data import DataError
+from aef_lit.data.preprocess import CLIP_SIGMA
 from aef_lit.model.decoders import Decoders
 from aef_lit.model.encoder import STPEncoder, count_parameters
-from aef_lit.data.preprocess import CLIP_SIGMA
 from aef_lit.model.projectors import InputProjection
 from aef_lit.model.summariser import Summariser
 from aef_lit.model.vmf import VMFBottleneck
@@ -140,7 +140,7 @@ class AEF(nn.Module):
         """z ~ vMF(mu, kappa) in training mode, mu itself in eval mode."""
         return self.bottleneck(mu, generator=generator)
 
-    def decode(self, source: str, z: Float[Tensor, "N E H W"], t_norm: Float[Tensor, "N"],
+    def decode(self, source: str, z: Float[Tensor, "N E H W"], t_norm: Float[Tensor, " N"],
                meta: Float[Tensor, "N M"] | None = None) -> Float[Tensor, "N C_out H W"]:
         """Source `source` at instants t_norm in [0, 1) of the period of z (logits if categorical)."""
         return self.decoders.decode(source, z, t_norm, meta)

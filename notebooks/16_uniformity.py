@@ -86,7 +86,7 @@ def batch_partners(u: Float[Tensor, "B ..."], shift: int = 1) -> Float[Tensor, "
     return torch.roll(u, shifts=shift, dims=0)
 
 
-def batch_uniformity(u: Float[Tensor, "B *rest"], embed_dim: int = -3,
+def batch_uniformity(u: Float[Tensor, " B *rest"], embed_dim: int = -3,
                      shift: int = 1) -> Float[Tensor, ""]:
     """Mean |u . u'| between each embedding and its partner from another sample (§7, Eq. 4).
 

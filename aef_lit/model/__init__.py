@@ -4,12 +4,12 @@ Hand-written: the part's public API, re-exported from the generated modules.
 """
 from aef_lit.model.aef import (  # noqa: F401
     AEF,
-    EmbedInputError,
-    EmbedInputWarning,
-    Encoded,
     MAX_DAYS,
     SATURATED_FRACTION,
     UNNORMALISED_SIGMA,
+    EmbedInputError,
+    EmbedInputWarning,
+    Encoded,
     build_model,
     check_embed_inputs,
     embed,

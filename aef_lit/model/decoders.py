@@ -34,7 +34,7 @@ class ImplicitDecoder(nn.Module):
         self.mlp = nn.Sequential(*layers)
 
     def forward(
-        self, z: Float[Tensor, "N E H W"], t_norm: Float[Tensor, "N"], meta: Float[Tensor, "N M"] | None = None,
+        self, z: Float[Tensor, "N E H W"], t_norm: Float[Tensor, " N"], meta: Float[Tensor, "N M"] | None = None,
     ) -> Float[Tensor, "N C_out H W"]:
         cond = instant_code(t_norm, self.code_dim)
         if self.meta_dim:
@@ -54,7 +54,7 @@ class Decoders(nn.ModuleDict):
     def __init__(self, cfg: ModelConfig):
         super().__init__({spec.name: ImplicitDecoder(spec, cfg) for spec in cfg.target_sources})
 
-    def decode(self, source: str, z: Float[Tensor, "N E H W"], t_norm: Float[Tensor, "N"],
+    def decode(self, source: str, z: Float[Tensor, "N E H W"], t_norm: Float[Tensor, " N"],
                meta: Float[Tensor, "N M"] | None = None) -> Float[Tensor, "N C_out H W"]:
         if source not in self:
             raise KeyError(f"no decoder for source {source!r}; known: {list(self.keys())}")

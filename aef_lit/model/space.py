@@ -9,7 +9,7 @@ from einops import rearrange, repeat
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from aef_lit.model.time import FeedForward
+from aef_lit.model.attention import PreNormAttention
 
 
 def rope_2d_angles(h: int, w: int, head_dim: int, base: float = 100.0,
@@ -34,25 +34,19 @@ def apply_rope(x: Float[Tensor, "... n e"], angles: Float[Tensor, "n half"]) -> 
     return rearrange(out, "... k two -> ... (k two)")
 
 
-class SpaceLayer(nn.Module):
-    """One pre-norm ViT layer over the tokens `N L d` of a frame, with 2-D RoPE."""
+class SpaceLayer(PreNormAttention):
+    """The shared pre-norm layer (chapter 7) over the tokens `N L d` of a frame, with 2-D RoPE."""
 
     def __init__(self, d: int, heads: int, mlp_ratio: float = 4.0):
-        super().__init__()
         if (d // heads) % 4:
             raise ValueError(f"head width d/heads = {d // heads} must be a multiple of 4 for 2-D RoPE")
-        self.heads = heads
-        self.norm1 = nn.LayerNorm(d)
-        self.qkv = nn.Linear(d, 3 * d)
-        self.out = nn.Linear(d, d)
-        self.norm2 = nn.LayerNorm(d)
-        self.mlp = FeedForward(d, mlp_ratio)
+        super().__init__(d, heads, mlp_ratio)
 
     def forward(self, x: Float[Tensor, "N L d"], angles: Float[Tensor, "L half"]) -> Float[Tensor, "N L d"]:
-        q, k, v = rearrange(self.qkv(self.norm1(x)), "n l (three h e) -> three n h l e", three=3, h=self.heads)
-        a = F.scaled_dot_product_attention(apply_rope(q, angles), apply_rope(k, angles), v)
-        x = x + self.out(rearrange(a, "n h l e -> n l (h e)"))
-        return x + self.mlp(self.norm2(x))
+        return super().forward(x, angles=angles)
+
+    def attend(self, q, k, v, angles: Float[Tensor, "L half"]) -> Tensor:
+        return F.scaled_dot_product_attention(apply_rope(q, angles), apply_rope(k, angles), v)
 
 
 class SpaceOperator(nn.Module):

@@ -3,23 +3,11 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from einops import rearrange, repeat
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-
-class FeedForward(nn.Module):
-    """The transformer MLP: Linear -> GELU -> Linear, hidden width `mlp_ratio * d`."""
-
-    def __init__(self, d: int, mlp_ratio: float = 4.0):
-        super().__init__()
-        hidden = int(round(d * mlp_ratio))
-        self.net = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
-
-    def forward(self, x: Float[Tensor, "... d"]) -> Float[Tensor, "... d"]:
-        return self.net(x)
+from aef_lit.model.attention import FeedForward, PreNormAttention  # noqa: F401  (FeedForward: re-exported)
 
 
 def key_mask(mask: Bool[Tensor, "B T"]) -> Bool[Tensor, "B T"]:
@@ -27,25 +15,12 @@ def key_mask(mask: Bool[Tensor, "B T"]) -> Bool[Tensor, "B T"]:
     return mask | ~mask.any(dim=1, keepdim=True)
 
 
-class TimeLayer(nn.Module):
-    """One pre-norm transformer layer over sequences `N T d`, conditioned on codes `N T d`."""
-
-    def __init__(self, d: int, heads: int, mlp_ratio: float = 4.0):
-        super().__init__()
-        self.heads = heads
-        self.norm1 = nn.LayerNorm(d)
-        self.qkv = nn.Linear(d, 3 * d)
-        self.out = nn.Linear(d, d)
-        self.norm2 = nn.LayerNorm(d)
-        self.mlp = FeedForward(d, mlp_ratio)
+class TimeLayer(PreNormAttention):
+    """The shared pre-norm layer over sequences `N T d`, conditioned on codes `N T d`."""
 
     def forward(self, x: Float[Tensor, "N T d"], cond: Float[Tensor, "N T d"],
                 attn_mask: Bool[Tensor, "N 1 1 T"]) -> Float[Tensor, "N T d"]:
-        q, k, v = rearrange(self.qkv(self.norm1(x) + cond), "n t (three h e) -> three n h t e",
-                            three=3, h=self.heads)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        x = x + self.out(rearrange(a, "n h t e -> n t (h e)"))
-        return x + self.mlp(self.norm2(x))
+        return super().forward(x, cond, attn_mask=attn_mask)
 
 
 class TimeOperator(nn.Module):

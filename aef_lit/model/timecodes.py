@@ -16,7 +16,7 @@ _TWO_PI = 2.0 * math.pi
 
 
 def wavelengths(dim: int, min_days: float = 1.0, max_days: float = 1461.0,
-                device: torch.device | str | None = None) -> Float64[Tensor, "n"]:
+                device: torch.device | str | None = None) -> Float64[Tensor, " n"]:
     """The `dim // 2` wavelengths (days per radian), geometric from min_days to max_days."""
     n = dim // 2
     k = torch.arange(n, dtype=torch.float64, device=device) / max(n - 1, 1)
