@@ -12,7 +12,7 @@ from typing import Literal, Mapping
 
 import numpy as np
 import torch
-from jaxtyping import Bool, Float, Float64
+from jaxtyping import Bool, Float, Float64, Shaped
 from torch import Tensor
 
 log = logging.getLogger("aef_lit")
@@ -36,13 +36,13 @@ AXES = {
 }
 
 
-def to_days(times) -> np.ndarray:
+def to_days(times) -> np.ndarray | np.floating:
     """Convert datetimes (numpy datetime64, pandas, ISO strings) to float64 days since EPOCH."""
     arr = np.asarray(times, dtype="datetime64[ms]")
     return (arr - EPOCH).astype("timedelta64[ms]").astype(np.float64) / 86_400_000.0
 
 
-def from_days(days) -> np.ndarray:
+def from_days(days) -> np.ndarray | np.datetime64:
     """Inverse of `to_days`: float64 days since EPOCH to datetime64[ms]."""
     ms = np.round(np.asarray(days, dtype=np.float64) * 86_400_000.0).astype("int64")
     return EPOCH + ms.astype("timedelta64[ms]")
@@ -120,7 +120,7 @@ class SourceBatch:
         meta: optional per-frame sensor metadata (`B T M`), e.g. S1 orbit direction.
     """
 
-    x: Float[Tensor, "B T C H W"]
+    x: Shaped[Tensor, "B T C H W"]  # float; embed() refuses integers (digital numbers) with the fix
     t: Float64[Tensor, "B T"]
     frame_mask: Bool[Tensor, "B T"]
     weight: Float[Tensor, "B T H W"]

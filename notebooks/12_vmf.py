@@ -104,7 +104,6 @@ def vmf_mean_resultant_length(kappa: float, dim: int) -> float:
 
 
 # %%
-from scipy.special import ive
 
 for kappa in (10.0, 100.0, 8000.0):
     exact = vmf_mean_resultant_length(kappa, 64)

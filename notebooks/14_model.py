@@ -84,6 +84,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
+from numpy.typing import ArrayLike
 import torch
 from jaxtyping import Bool, Float, Float64
 from torch import Tensor, nn
@@ -128,11 +129,11 @@ class AEF(nn.Module):
         x, t, mask = self.projection(batch)
         return Encoded(self.encoder(x, t, mask), t, mask)
 
-    def summarise(self, enc: Encoded, periods: Float64[Tensor, "B P 2"]) -> Float[Tensor, "B P E H W"]:
+    def summarise(self, enc: Encoded, periods: Float64[Tensor, "#B P 2"]) -> Float[Tensor, "B P E H W"]:
         """Unit-norm embeddings mu of each period [t_s, t_e), at the input resolution."""
         return self.summariser(enc.features, enc.t, enc.mask, periods)
 
-    def forward(self, batch: Batch, periods: Float64[Tensor, "B P 2"]) -> Float[Tensor, "B P E H W"]:
+    def forward(self, batch: Batch, periods: Float64[Tensor, "#B P 2"]) -> Float[Tensor, "B P E H W"]:
         return self.summarise(self.encode(batch), periods)
 
     def sample(self, mu: Float[Tensor, "B P E H W"], generator: torch.Generator | None = None
@@ -404,7 +405,7 @@ def check_embed_inputs(model_cfg: ModelConfig | nn.Module, batch: Batch, periods
     return p
 
 
-def embed(model: AEF, batch: Batch, periods: Float64[Tensor, "B 2"] | Float64[Tensor, "B P 2"], *,
+def embed(model: AEF, batch: Batch, periods: Float64[Tensor, "#B 2"] | Float64[Tensor, "#B P 2"] | ArrayLike, *,
           strict: bool = False) -> Float[Tensor, "B E H W"] | Float[Tensor, "B P E H W"]:
     """Embeddings mu (eval mode, no gradients) for one period per row (`B 2`) or several (`B P 2`).
 

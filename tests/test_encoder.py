@@ -97,7 +97,7 @@ def test_gradients_reach_every_parameter(setup):
     assert not missing, missing
 
 
-def test_compile_fullgraph(setup):
+def test_compile_fullgraph(setup, no_shape_checks):
     """No graph breaks: static shapes, no .item(), no branches on data (eager backend: tracing only)."""
     cfg, enc, x, t, mask, y = setup
     torch._dynamo.reset()
@@ -107,7 +107,7 @@ def test_compile_fullgraph(setup):
 
 
 @pytest.mark.slow
-def test_compile_fullgraph_inductor(setup):
+def test_compile_fullgraph_inductor(setup, no_shape_checks):
     cfg, enc, x, t, mask, y = setup
     torch._dynamo.reset()
     c = torch.compile(enc, fullgraph=True)

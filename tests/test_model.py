@@ -172,7 +172,7 @@ def test_every_parameter_receives_a_gradient():
 
 
 @pytest.mark.slow  # 30-40 s on the CI machine; tests/test_encoder.py::test_compile_fullgraph keeps compile in CI
-def test_compiles_as_one_graph(model, batch):
+def test_compiles_as_one_graph(model, batch, no_shape_checks):
     """No graph break (data-dependent Python) in forward nor in the vMF sample (dynamo only;
     the inductor build is the slow test below)."""
     torch._dynamo.reset()
@@ -194,7 +194,7 @@ def test_compiles_as_one_graph(model, batch):
 
 
 @pytest.mark.slow
-def test_compiles_with_inductor(model, batch):
+def test_compiles_with_inductor(model, batch, no_shape_checks):
     torch._dynamo.reset()
     compiled = torch.compile(model, fullgraph=True)
     with torch.no_grad():

@@ -160,3 +160,84 @@ def test_readme_starts_with_the_two_commands_and_ci_calls_the_test_one():
     assert first[:2] == ["bash tools/main.sh", "bash tools/test.sh"], first
     assert readme.find("```") < readme.find("\n## "), "the commands come first"
     assert "bash tools/test.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+def _import_graph(pkg: Path) -> dict[str, set[str]]:
+    """Module -> the aef_lit modules it imports (anywhere in its body, functions included).
+
+    Importing `aef_lit.part.mod` from outside `part` runs `part/__init__.py` too, so it also
+    counts as importing the package `aef_lit.part`; the root package is left out (every
+    module sits under it).
+    """
+    import ast
+
+    files = {".".join(f.relative_to(pkg.parent).with_suffix("").parts).removesuffix(".__init__"): f
+             for f in pkg.rglob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in files}
+    for mod, f in files.items():
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in files else node.module
+                           for a in node.names]
+            else:
+                continue
+            for t in targets:
+                if not t.startswith("aef_lit.") or t not in files:
+                    continue
+                graph[mod].add(t)
+                parts = t.split(".")
+                for i in range(2, len(parts)):
+                    parent = ".".join(parts[:i])
+                    if not mod.startswith(parent + ".") and mod != parent:
+                        graph[mod].add(parent)
+    for m in graph:
+        graph[m].discard(m)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_package_has_no_import_cycle():
+    graph = _import_graph(ROOT / "aef_lit")
+    assert len(graph) > 20 and graph["aef_lit.model.aef"], "the graph reader found no imports"
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []

@@ -54,7 +54,7 @@ class STPEncoder(nn.Module):
         self.blocks = nn.ModuleList(STPBlock(cfg, depth) for _ in range(cfg.n_blocks))
         self.final = FinalResample(cfg)
 
-    def forward(self, x: Float[Tensor, "B T Dp hp wp"], t: Float64[Tensor, "B T"],
+    def forward(self, x: Float[Tensor, "B T Dp hp wp"], t: Float[Tensor, "B T"],
                 mask: Bool[Tensor, "B T"]) -> Float[Tensor, "B T Dp hp wp"]:
         tcode = timecode_cfg(t, self.cfg)
         p, tt, s = x, self.init_time(x), self.init_space(x)

@@ -25,7 +25,7 @@ def rope_2d_angles(h: int, w: int, head_dim: int, base: float = 100.0,
     return torch.cat([ar, ac], dim=-1)
 
 
-def apply_rope(x: Float[Tensor, "... n e"], angles: Float[Tensor, "n half"]) -> Float[Tensor, "... n e"]:
+def apply_rope(x: Float[Tensor, "*lead e"], angles: Float[Tensor, "*pos half"]) -> Float[Tensor, "*lead e"]:
     """Rotate consecutive channel pairs of `x` by `angles` (rotary position embedding)."""
     pairs = rearrange(x, "... (k two) -> ... k two", two=2)
     cos, sin = torch.cos(angles), torch.sin(angles)

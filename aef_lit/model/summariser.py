@@ -37,7 +37,7 @@ class TimePooling(nn.Module):
 
     def forward(
         self, features: Float[Tensor, "B T D h w"], t: Float64[Tensor, "B T"], mask: Bool[Tensor, "B T"],
-        periods: Float64[Tensor, "B P 2"], return_attention: bool = False,
+        periods: Float64[Tensor, "#B P 2"], return_attention: bool = False,
     ) -> Float[Tensor, "B P D h w"] | tuple[Float[Tensor, "B P D h w"], Float[Tensor, "B P T h w"]]:
         B, T, D, h, w = features.shape
         nh = self.heads
@@ -93,7 +93,7 @@ class Summariser(nn.Module):
 
     def forward(
         self, features: Float[Tensor, "B T D h w"], t: Float64[Tensor, "B T"], mask: Bool[Tensor, "B T"],
-        periods: Float64[Tensor, "B P 2"], return_attention: bool = False,
+        periods: Float64[Tensor, "#B P 2"], return_attention: bool = False,
     ) -> Float[Tensor, "B P E H W"] | tuple[Float[Tensor, "B P E H W"], Float[Tensor, "B P T h w"]]:
         pooled = self.pool(features, t, mask, periods, return_attention=return_attention)
         if return_attention:

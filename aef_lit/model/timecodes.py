@@ -23,7 +23,7 @@ def wavelengths(dim: int, min_days: float = 1.0, max_days: float = 1461.0,
     return min_days * (max_days / min_days) ** k
 
 
-def timecode(t: Float64[Tensor, "*batch"], dim: int, min_days: float = 1.0,
+def timecode(t: Float[Tensor, "*batch"], dim: int, min_days: float = 1.0,
              max_days: float = 1461.0) -> Float[Tensor, "*batch dim"]:
     """Sinusoidal code of instants `t` (float64 days since 1970-01-01): [sin | cos], float32.
 
@@ -38,7 +38,7 @@ def timecode(t: Float64[Tensor, "*batch"], dim: int, min_days: float = 1.0,
     return torch.cat([torch.sin(phase), torch.cos(phase)], dim=-1).float()
 
 
-def timecode_cfg(t: Float64[Tensor, "*batch"], cfg: ModelConfig) -> Float[Tensor, "*batch dim"]:
+def timecode_cfg(t: Float[Tensor, "*batch"], cfg: ModelConfig) -> Float[Tensor, "*batch dim"]:
     """`timecode` with the width and wavelengths of a ModelConfig."""
     return timecode(t, cfg.timecode_dim, cfg.timecode_min_days, cfg.timecode_max_days)
 
