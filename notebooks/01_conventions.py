@@ -100,6 +100,15 @@ EMBED_DIM = 64
 EPOCH = np.datetime64("1970-01-01T00:00:00", "ms")
 """Timestamps are float64 days since this instant."""
 
+YEAR_DAYS = 365.25
+"""Days in a mean (Julian) year: the unit of calendar features and of the longest period."""
+
+MIN_PERIOD_DAYS = 4.0
+"""A valid period [t_s, t_e) is strictly longer than this (paper §5: "longer than 4 days")."""
+
+MAX_PERIOD_DAYS = YEAR_DAYS
+"""The longest period the objective samples: a year, the span of the annual layer (§5)."""
+
 AXES = {
     "B": "batch rows (one site and its time series each)",
     "T": "frames of one source (padded to a fixed count, see frame_mask)",
@@ -399,7 +408,7 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     timecode_dim: int = 32
     timecode_min_days: float = 1.0
-    timecode_max_days: float = 4 * 365.25
+    timecode_max_days: float = 4 * YEAR_DAYS
     heads_summary: int = 4
     embed_dim: int = EMBED_DIM
     kappa: float = 8000.0
@@ -527,6 +536,14 @@ def seed_everything(seed: int = 0) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def uniform(shape, generator: torch.Generator | None, device: torch.device | str,
+            dtype: torch.dtype = torch.float32) -> Tensor:
+    """Uniform [0, 1) draws made on the generator's device, then moved there: a CPU generator
+    drives the samplers of the objective on any device, reproducibly."""
+    gdev = generator.device if generator is not None else torch.device("cpu")
+    return torch.rand(shape, generator=generator, device=gdev, dtype=dtype).to(device)
 
 
 # %%

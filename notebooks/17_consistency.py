@@ -83,9 +83,18 @@ from einops import reduce
 from jaxtyping import Bool, Float, Float64, Int
 from torch import Tensor
 
-from aef_lit.conventions import Batch, ModelConfig, SourceBatch, SourceSpec
+from aef_lit.conventions import (
+    MAX_PERIOD_DAYS,
+    MIN_PERIOD_DAYS,
+    YEAR_DAYS,
+    Batch,
+    ModelConfig,
+    SourceBatch,
+    SourceSpec,
+    uniform,
+)
 
-SIX_MONTHS_DAYS = 365.25 / 2
+SIX_MONTHS_DAYS = YEAR_DAYS / 2
 
 
 @dataclass(frozen=True)
@@ -111,8 +120,8 @@ class PerturbationConfig:
     drop_frame_s2: float = 0.5
     mode_probs: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
     months_days: float = SIX_MONTHS_DAYS
-    min_period_days: float = 4.0
-    max_period_days: float = 365.25
+    min_period_days: float = MIN_PERIOD_DAYS
+    max_period_days: float = MAX_PERIOD_DAYS
 
     def rates(self, spec: SourceSpec) -> tuple[float, float]:
         """(drop whole source, drop one frame in mode a) for a source, keyed on its kind."""
@@ -147,12 +156,7 @@ def sensor_kind(spec: SourceSpec) -> str:
 
 # %%
 #| export
-def _rand(shape, generator, device, dtype=torch.float32) -> Tensor:
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    return torch.rand(shape, generator=generator, device=gdev, dtype=dtype).to(device)
-
-
-def support(batch: Batch, specs: list[SourceSpec]) -> tuple[Float64[Tensor, "B"], Float64[Tensor, "B"]]:
+def support(batch: Batch, specs: list[SourceSpec]) -> tuple[Float64[Tensor, " B"], Float64[Tensor, " B"]]:
     """First and last instant of each row's existing input frames (0, 0 for an empty row)."""
     t = torch.cat([batch[s.name].t for s in specs], dim=1)
     m = torch.cat([batch[s.name].frame_mask for s in specs], dim=1)
@@ -163,13 +167,13 @@ def support(batch: Batch, specs: list[SourceSpec]) -> tuple[Float64[Tensor, "B"]
     return torch.where(empty, 0.0, lo), torch.where(empty, 0.0, hi)
 
 
-def period_inside(lo: Float64[Tensor, "B"], hi: Float64[Tensor, "B"], generator=None,
-                  min_days: float = 4.0, max_days: float = 365.25) -> Float64[Tensor, "B 2"]:
+def period_inside(lo: Float64[Tensor, " B"], hi: Float64[Tensor, " B"], generator=None,
+                  min_days: float = MIN_PERIOD_DAYS, max_days: float = MAX_PERIOD_DAYS) -> Float64[Tensor, "B 2"]:
     """A random period [t_s, t_e) inside [lo, hi], strictly longer than `min_days`.
 
     Where the window is too short, a period of min_days + 1 days centred on it is used.
     """
-    u = _rand((2, *lo.shape), generator, lo.device, torch.float64)
+    u = uniform((2, *lo.shape), generator, lo.device, torch.float64)
     avail = (hi - lo).clamp_max(max_days)
     fits = avail > min_days
     length = torch.where(fits, min_days + (avail - min_days) * (1.0 - u[0]), torch.full_like(lo, min_days + 1.0))
@@ -190,8 +194,8 @@ class Perturbation:
 
     student: dict[str, SourceBatch]
     period: Float64[Tensor, "B 2"]
-    mode: Int[Tensor, "B"]
-    dropped_source: dict[str, Bool[Tensor, "B"]]
+    mode: Int[Tensor, " B"]
+    dropped_source: dict[str, Bool[Tensor, " B"]]
 
 
 def perturb(batch: Batch, cfg: ModelConfig, pcfg: PerturbationConfig = PerturbationConfig(),
@@ -213,8 +217,8 @@ def perturb(batch: Batch, cfg: ModelConfig, pcfg: PerturbationConfig = Perturbat
     for s in specs:
         sb = batch[s.name]
         p_src, p_frame = pcfg.rates(s)
-        drop_src = _rand((B,), generator, dev) < p_src
-        keep_a = _rand(sb.t.shape, generator, dev) >= p_frame
+        drop_src = uniform((B,), generator, dev) < p_src
+        keep_a = uniform(sb.t.shape, generator, dev) >= p_frame
         in_window = (sb.t >= win_lo[:, None]) & (sb.t <= win_hi[:, None])
         keep = torch.where((mode == 0)[:, None], keep_a, in_window)
         student[s.name] = sb.frame_mask & keep & ~drop_src[:, None]
@@ -224,7 +228,7 @@ def perturb(batch: Batch, cfg: ModelConfig, pcfg: PerturbationConfig = Perturbat
     all_kept = torch.cat([student[s.name] for s in specs], dim=1)
     cand = torch.cat(windows, dim=1)
     cand = torch.where(cand.any(dim=1, keepdim=True), cand, torch.cat([batch[s.name].frame_mask for s in specs], dim=1))
-    scores = torch.where(cand, _rand(cand.shape, generator, dev), torch.full(cand.shape, -1.0, device=dev))
+    scores = torch.where(cand, uniform(cand.shape, generator, dev), torch.full(cand.shape, -1.0, device=dev))
     restore = F.one_hot(scores.argmax(dim=1), cand.shape[1]).bool() & cand & ~all_kept.any(dim=1, keepdim=True)
     out, offset = {}, 0
     for s in specs:
@@ -287,8 +291,8 @@ import numpy as np
 from aef_lit.conventions import find_eo_real, get_config, seed_everything, select_device
 from aef_lit.model import build_model
 from aef_lit.objective.reconstruction import decode_targets, hold_out, reconstruction_loss
-from aef_lit.training.sampling import training_dataset
 from aef_lit.objective.uniformity import batch_uniformity
+from aef_lit.training.sampling import training_dataset
 
 device = select_device(device)
 g = seed_everything(seed)

@@ -5,11 +5,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aef_lit.objective.consistency import (
-    PerturbationConfig, consistency_loss, period_inside, perturb, sensor_kind, student_embedding, support,
-)
 from aef_lit.conventions import LANDSAT, S1, S2, SourceSpec, random_batch
 from aef_lit.model import build_model
+from aef_lit.objective.consistency import (
+    PerturbationConfig,
+    consistency_loss,
+    period_inside,
+    perturb,
+    sensor_kind,
+    student_embedding,
+    support,
+)
 
 
 def _big_batch(cfg, gen, B=400, T=8):
@@ -56,7 +62,6 @@ def test_six_month_modes_keep_only_one_side(tiny_cfg, gen):
         lo, hi = support(batch, list(tiny_cfg.input_sources))
         for s in tiny_cfg.input_sources:
             st = pert.student[s.name]
-            t = torch.where(st.frame_mask, st.t, torch.nan)
             if mode == 1:  # last six months dropped
                 assert not (st.frame_mask & (st.t > (hi - 182.625)[:, None] + 1e-9)).any()
             else:

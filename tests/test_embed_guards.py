@@ -10,6 +10,7 @@ import torch
 
 from aef_lit.conventions import random_batch
 from aef_lit.data import DataError, synthetic_sample
+from aef_lit.data.preprocess import collate
 from aef_lit.model import (
     EmbedInputError,
     EmbedInputWarning,
@@ -17,7 +18,6 @@ from aef_lit.model import (
     check_embed_inputs,
     embed,
 )
-from aef_lit.data.preprocess import collate
 
 T0 = 18_628.0
 PERIODS = torch.tensor([[[T0, T0 + 180], [T0 + 180, T0 + 365]]] * 2, dtype=torch.float64)
@@ -82,7 +82,8 @@ def test_guards_run_before_the_forward_pass(model, batch, monkeypatch):
 def test_periods_as_lists_and_numpy_are_converted_exactly(model, batch, ref, no_warnings):
     assert torch.equal(embed(model, batch, PERIODS.tolist()), ref)
     assert torch.equal(embed(model, batch, PERIODS.numpy()), ref)
-    assert torch.equal(embed(model, batch, tuple(map(tuple, PERIODS[:, 0].tolist()))), embed(model, batch, PERIODS[:, 0]))
+    as_tuples = tuple(map(tuple, PERIODS[:, 0].tolist()))
+    assert torch.equal(embed(model, batch, as_tuples), embed(model, batch, PERIODS[:, 0]))
     whole_days = [[[int(a), int(b)] for a, b in row] for row in PERIODS.tolist()]
     assert torch.equal(embed(model, batch, whole_days), ref)  # integers are exact
     assert torch.equal(embed(model, batch, PERIODS.long()), ref)

@@ -6,10 +6,16 @@ import torch
 import torch.nn.functional as F
 
 from aef_lit.conventions import SourceSpec, random_batch
-from aef_lit.model import AEF, build_model
+from aef_lit.model import build_model
 from aef_lit.objective.reconstruction import (
-    MIN_PERIOD_DAYS, HeldOut, hold_out, pick_frames, pixel_errors, random_periods_containing,
-    reconstruct, reconstruction_loss,
+    MIN_PERIOD_DAYS,
+    HeldOut,
+    hold_out,
+    pick_frames,
+    pixel_errors,
+    random_periods_containing,
+    reconstruct,
+    reconstruction_loss,
 )
 
 

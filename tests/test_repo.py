@@ -137,9 +137,11 @@ def test_environment_yml_in_step_with_pyproject():
         if isinstance(dep, dict):
             pip |= {_req_name(r) for r in dep["pip"] if not r.startswith("-e")}
         else:
-            conda.add(_req_name(dep.replace("=", "==", 1) if "=" in dep and "==" not in dep and ">" not in dep else dep))
+            exact = "=" in dep and "==" not in dep and ">" not in dep  # conda's python=3.11
+            conda.add(_req_name(dep.replace("=", "==", 1) if exact else dep))
     conda = {"torch" if n == "pytorch" else n for n in conda} - {"python", "pip"}
-    assert wanted == conda | pip, f"only in pyproject: {wanted - conda - pip}; only in environment.yml: {(conda | pip) - wanted}"
+    assert wanted == conda | pip, (f"only in pyproject: {wanted - conda - pip}; "
+                                   f"only in environment.yml: {(conda | pip) - wanted}")
     # versions agree too (conda and pip spell the same lower bounds)
     spec = {_req_name(r): r.replace(" ", "")[len(_req_name(r)):] for r in proj["dependencies"]}
     for dep in env["dependencies"]:

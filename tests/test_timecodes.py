@@ -6,7 +6,13 @@ import torch
 
 from aef_lit.conventions import to_days
 from aef_lit.model.timecodes import (
-    instant_code, normalise_in_period, period_code, period_code_cfg, timecode, timecode_cfg, wavelengths,
+    instant_code,
+    normalise_in_period,
+    period_code,
+    period_code_cfg,
+    timecode,
+    timecode_cfg,
+    wavelengths,
 )
 
 T0 = float(to_days("2021-06-01"))

@@ -10,8 +10,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from aef_lit.conventions import MAX_PERIOD_DAYS, Batch, ModelConfig
 from aef_lit.objective.consistency import PerturbationConfig, consistency_loss, perturb
-from aef_lit.conventions import Batch, ModelConfig
 from aef_lit.objective.reconstruction import decode_targets, hold_out, reconstruction_loss
 from aef_lit.objective.text import DEFAULT_CACHE, FrozenTextEncoder, TextAlignment, caption_ids
 from aef_lit.objective.uniformity import batch_uniformity
@@ -50,7 +50,7 @@ class AEFObjective(nn.Module):
 
     def __init__(self, cfg: ModelConfig, weights: LossWeights = LossWeights(), normalise: bool = True,
                  perturbation: PerturbationConfig = PerturbationConfig(), stop_gradient: bool = True,
-                 text_encoder: FrozenTextEncoder | None = None, max_period_days: float = 365.25):
+                 text_encoder: FrozenTextEncoder | None = None, max_period_days: float = MAX_PERIOD_DAYS):
         super().__init__()
         self.cfg = cfg
         self.weights = weights.normalised() if normalise else weights

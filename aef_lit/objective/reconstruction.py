@@ -10,36 +10,27 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Float64, Int
 from torch import Tensor
 
-from aef_lit.conventions import Batch, ModelConfig, SourceBatch, SourceSpec
-from aef_lit.model import AEF, build_model
+from aef_lit.conventions import MAX_PERIOD_DAYS, MIN_PERIOD_DAYS, Batch, ModelConfig, SourceBatch, SourceSpec, uniform
+from aef_lit.model import AEF
 from aef_lit.model.timecodes import normalise_in_period
-
-MIN_PERIOD_DAYS = 4.0
-"""A valid period is strictly longer than this (paper §5: "longer than 4 days")."""
-
-
-def _rand(shape, generator, device, dtype=torch.float32) -> Tensor:
-    """Uniform [0, 1) draws made on the generator's device, then moved (CPU generators work anywhere)."""
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    return torch.rand(shape, generator=generator, device=gdev, dtype=dtype).to(device)
 
 
 def pick_frames(frame_mask: Bool[Tensor, "B T"], generator: torch.Generator | None = None
-                ) -> tuple[Int[Tensor, "B"], Bool[Tensor, "B"]]:
+                ) -> tuple[Int[Tensor, " B"], Bool[Tensor, " B"]]:
     """One frame index per row, uniform among the True bits of `frame_mask`.
 
     Returns the indices and whether the row had any frame at all (else index 0, invalid).
     """
-    scores = _rand(frame_mask.shape, generator, frame_mask.device)
+    scores = uniform(frame_mask.shape, generator, frame_mask.device)
     scores = torch.where(frame_mask, scores, torch.full_like(scores, -1.0))
     return scores.argmax(dim=1), frame_mask.any(dim=1)
 
 
 def random_periods_containing(t: Float64[Tensor, "*b"], generator: torch.Generator | None = None,
-                              min_days: float = MIN_PERIOD_DAYS, max_days: float = 365.25
+                              min_days: float = MIN_PERIOD_DAYS, max_days: float = MAX_PERIOD_DAYS
                               ) -> Float64[Tensor, "*b 2"]:
     """Random periods [t_s, t_e) with min_days < t_e - t_s <= max_days and t_s <= t < t_e."""
-    u_len = _rand((2, *t.shape), generator, t.device, torch.float64)
+    u_len = uniform((2, *t.shape), generator, t.device, torch.float64)
     length = min_days + (max_days - min_days) * (1.0 - u_len[0])  # in (min_days, max_days]
     start = t - u_len[1] * length  # t - start in [0, length): t is inside
     return torch.stack([start, start + length], dim=-1)
@@ -62,12 +53,12 @@ class Target:
 
     x: Float[Tensor, "B C H W"]
     weight: Float[Tensor, "B H W"]
-    t: Float64[Tensor, "B"]
+    t: Float64[Tensor, " B"]
     period: Float64[Tensor, "B 2"]
-    t_norm: Float[Tensor, "B"]
+    t_norm: Float[Tensor, " B"]
     meta: Float[Tensor, "B M"] | None
-    index: Int[Tensor, "B"]
-    valid: Bool[Tensor, "B"]
+    index: Int[Tensor, " B"]
+    valid: Bool[Tensor, " B"]
 
 
 @dataclass
@@ -84,14 +75,14 @@ class HeldOut:
         return list(self.targets)
 
 
-def _gather_frame(v: Tensor, index: Int[Tensor, "B"]) -> Tensor:
+def _gather_frame(v: Tensor, index: Int[Tensor, " B"]) -> Tensor:
     """v[b, index[b]] for a tensor with B, T leading axes."""
     idx = index.view(-1, 1, *([1] * (v.ndim - 2))).expand(-1, 1, *v.shape[2:])
     return torch.gather(v, 1, idx).squeeze(1)
 
 
 def hold_out(batch: Batch, cfg: ModelConfig, generator: torch.Generator | None = None,
-             min_period_days: float = MIN_PERIOD_DAYS, max_period_days: float = 365.25) -> HeldOut:
+             min_period_days: float = MIN_PERIOD_DAYS, max_period_days: float = MAX_PERIOD_DAYS) -> HeldOut:
     """Pick one target frame per row and decoded source; remove it from the encoder input.
 
     Sources are taken in `cfg.sources` order, skipping those absent from `batch`. Input
