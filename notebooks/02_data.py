@@ -13,23 +13,23 @@
 # ---
 
 # %% [markdown]
-# # 2. Data: sources, samples and the real Sentinel data
+# # 2. Data: sources, samples and a synthetic stand-in
 #
 # AlphaEarth Foundations {cite}`brown2025alphaearth` learns from *frames*: for one site,
 # every acquisition of every source (Sentinel-2, Sentinel-1, Landsat, ...) with its own
 # timestamp, on one 10 m grid (`AEF_NOTES.md` §1). Before any preprocessing (chapter 3) we
 # need one honest container for such a training row, *in physical units*, and readers that
-# fill it from real files without silently losing anything: nodata, clouds, time, and the
-# grid.
+# fill it from real files without silently losing anything: nodata, clouds, time, the grid.
 #
-# This chapter exports `aef_lit.data.core`:
+# This chapter exports the data part's foundations:
 #
-# * `Grid`, `SourceFrames`, `Sample`: the representation, validated on construction;
-# * generic loaders for a stack of per-date GeoTIFFs and an xarray/netCDF cube;
-# * readers for the real samples shipped beside the repository (WorldCereal Belgium
-#   {cite}`vantricht2023worldcereal`, the GreenEarthNet minicubes and GeoTIFFs
-#   {cite}`benson2024greenearthnet`, the eo-learn Slovenia patch {cite}`eolearn`);
-# * a seeded synthetic generator that stands in for them where they are absent.
+# * `aef_lit.data.containers`: `Grid`, `SourceFrames`, `Sample`, validated on construction;
+# * `aef_lit.data.readers`: loaders for a stack of per-date GeoTIFFs and an xarray cube;
+# * `aef_lit.data.synthetic`: a seeded generator that stands in for real data where they
+#   are absent.
+#
+# The next chapter, *The real sites*, adds the registry and the readers of the real
+# samples shipped beside the repository.
 
 # %% tags=["parameters"]
 # Parameters (papermill injects values here). Defaults are sized for a 2-core CPU.
@@ -52,7 +52,7 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
     )
 
 # %%
-#| default_exp data.core
+#| default_exp data.containers
 # %% [markdown]
 # ## What a training row holds
 #
@@ -61,8 +61,6 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
 # Cloud and nodata masks exist, but only to *weight the loss*: they are never model input.
 # Some sources are only ever *decoded* (elevation, land cover: target-only, §5).
 #
-# We keep that structure literally, in three classes:
-#
 # | class | holds | shape |
 # |---|---|---|
 # | `Grid` | CRS (WKT or `EPSG:xxxx`), affine transform (rasterio order `a b c d e f`), height, width | |
@@ -70,41 +68,36 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
 # | `Sample` | a site name, its `Grid`, `sources: name -> SourceFrames`, `specs: name -> SourceSpec`, and `labels` / `captions` (material for the text loss) | |
 #
 # **Units we chose** (the paper leaves the storage format open): optical bands are
-# reflectance in 0..1 (DN × 10⁻⁴ for Sentinel-2 L2A); **Sentinel-1 is stored in dB**
-# (the readers convert, because every real source here delivers something that is not
-# linear power: WorldCereal stores `20·log10(DN) − 83`); elevation in metres; land cover as
-# class ids `0..7` in the order of `conventions.WORLDCOVER_CLASSES`. Target-only sources
-# (`static`, `categorical`) have exactly one frame, `T = 1`.
+# reflectance in 0..1 (DN × 10⁻⁴ for Sentinel-2 L2A); **Sentinel-1 is stored in dB** (every
+# real source here delivers something that is not linear power: WorldCereal stores
+# `20·log10(DN) − 83`); elevation in metres; land cover as class ids `0..7` in the order of
+# `conventions.WORLDCOVER_CLASSES`. Target-only sources (`static`, `categorical`: `TIMELESS`)
+# have exactly one frame, `T = 1`.
 #
-# **What is refused.** A `SourceFrames` with NaN or ±inf anywhere is refused, even under a
-# False `valid` bit: a NaN that reaches a tensor poisons every gradient it touches, and a
-# reader that produces one has a decoding bug the user should see. Readers that *know*
-# their NaNs mean nodata say so with `SourceFrames.build(..., nonfinite="mask")`, which
-# turns them into `valid = False` and fills `0`. Frames without a single valid pixel are
-# refused too (they carry no information); `build(..., empty="drop")` drops them and logs
-# how many.
+# **What is refused.** NaN or ±inf anywhere, even under a False `valid` bit: a NaN that
+# reaches a tensor poisons every gradient it touches, and a reader that produces one has a
+# decoding bug the user should see. Readers that *know* their NaNs mean nodata say so with
+# `SourceFrames.build(..., nonfinite="mask")` (NaN → `valid = False`, value 0). Frames
+# without a single valid pixel carry no information and are refused too;
+# `build(..., empty="drop")` drops them and logs how many.
 
 # %%
 #| export
 from __future__ import annotations
 
-import json
 import logging
-import re
-from collections import Counter
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
-import torch
+from numpy.typing import ArrayLike
 
-from aef_lit.conventions import (
-    DEFAULT_SOURCES, DEM, EO_REAL_ORIGINS, LANDCOVER, WORLDCOVER_CLASSES, SourceSpec,
-    find_eo_real, from_days, to_days,
-)
+from aef_lit.conventions import SourceSpec, from_days, to_days
 
-log = logging.getLogger("aef_lit.data.core")
+log = logging.getLogger("aef_lit.data")
+
+TIMELESS = ("static", "categorical")
+"""The modalities with one frame per site (target-only sources: elevation, land cover)."""
 
 
 class DataError(ValueError):
@@ -137,7 +130,7 @@ class Grid:
     """
 
     crs: str
-    transform: tuple[float, ...]
+    transform: Sequence[float]
     height: int
     width: int
 
@@ -226,10 +219,10 @@ class SourceFrames:
         name: the source name, used in error messages.
     """
 
-    values: np.ndarray
-    times: np.ndarray
-    valid: np.ndarray | None = None
-    meta: np.ndarray | None = None
+    values: ArrayLike
+    times: ArrayLike
+    valid: ArrayLike | None = None
+    meta: ArrayLike | None = None
     name: str = "source"
 
     def __post_init__(self):
@@ -326,13 +319,10 @@ class SourceFrames:
 # A `Sample` ties sources to their specs and grid and checks what only the pair can check:
 # the band count a spec declares, the grid size, one frame for timeless sources. Its
 # `labels` hold what a caption can say (the text loss of chapter 18 turns them into
-# sentences such as *"cropland near Sint-Truiden, Flanders, Belgium, 2021"*).
+# sentences such as *"cropland in Sint-Truiden, Flanders, Belgium, 2021"*).
 
 # %%
 #| export
-TIMELESS = ("static", "categorical")
-
-
 @dataclass
 class Sample:
     """One site: a grid, per-source frames in physical units, and caption material.
@@ -422,6 +412,61 @@ def model_sources(samples: Sample | Sequence[Sample]) -> tuple[SourceSpec, ...]:
 
 
 # %% [markdown]
+# ### One caption per site
+#
+# A site's caption is made once, from its labels, by `caption_of`:
+# the land-cover classes covering at least 5 % of it (at most three, largest first, in
+# WorldCover's own words), the place and the year: *"tree cover and grassland in
+# Västergötland, Sweden, 2021"*. Every reader stores it in `Sample.captions`; the text loss
+# (chapters 18 and 19) and the training stream (chapter 20) both read it with the next
+# chapter's `captions_for(sample)`, so a row has exactly one caption wherever it is used.
+
+# %%
+#| export data.captions
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from aef_lit.conventions import WORLDCOVER_CLASSES
+
+CONVENTION_CLASS_NAMES: dict[str, str] = {
+    "tree": "tree cover", "shrub": "shrubland", "grassland": "grassland", "cropland": "cropland",
+    "built-up": "built-up area", "bare": "bare or sparse vegetation", "water": "open water",
+    "wetland": "herbaceous wetland",
+}
+"""Caption phrases of `conventions.WORLDCOVER_CLASSES` (the `landcover` source's class ids)."""
+
+
+def _join(words: Sequence[str]) -> str:
+    words = list(words)
+    return "".join(words) if len(words) <= 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def make_caption(place: str, year: int | str | None = None, classes: Iterable[str] = ()) -> str:
+    """'<classes> in <place>, <year>' (e.g. 'winter wheat parcel in Flanders, Belgium, 2021')."""
+    names = [str(c).replace("_", " ").strip() for c in classes if str(c).strip()]
+    caption = f"{_join(names) if names else 'land'} in {place}"
+    return f"{caption}, {year}" if year is not None else caption
+
+
+def caption_of(labels: dict, max_classes: int = 3) -> str:
+    """The caption of a site from its labels: classes by area, place and year."""
+    classes = [CONVENTION_CLASS_NAMES.get(c, c) for c in list(labels.get("classes", []))[:max_classes]]
+    return make_caption(labels.get("place", "an unnamed place"), labels.get("year"), classes)
+
+
+def landcover_labels(ids: np.ndarray, ok: np.ndarray) -> dict:
+    """`classes` (covering >= 5 %, by area) and `class_fractions` of a land-cover id map."""
+    counts = np.bincount(ids[ok].astype(int), minlength=len(WORLDCOVER_CLASSES))
+    frac = counts / max(counts.sum(), 1)
+    order = np.argsort(-frac)
+    return {"classes": [WORLDCOVER_CLASSES[i] for i in order if frac[i] >= 0.05],
+            "class_fractions": {WORLDCOVER_CLASSES[i]: round(float(frac[i]), 3) for i in order if frac[i] > 0}}
+
+
+# %% [markdown]
 # A quick demonstration of what the containers refuse, and what they accept.
 
 # %%
@@ -445,23 +490,39 @@ assert not ok.valid[1, 2, 2] and ok.values[1, 0, 2, 2] == 0 and ok.times.dtype =
 # (one file per acquisition, bands as layers, the date in the file name), and a
 # netCDF/Zarr cube read with xarray (one variable per band, dimensions `t y x`).
 #
-# **GeoTIFF stacks.** Bands are matched by *name* (the band descriptions) when the file
-# has them, so a 31-layer Earth Engine export gives exactly the four bands a spec asks for;
-# `B02` and `B2` are the same band. A file whose grid differs from the first file's is an
-# error unless a target `grid` is given, in which case every file is read through a
-# `WarpedVRT` onto it (nearest neighbour: no value is invented). A truncated or corrupt
-# file gives an error naming the file and what to do, not a GDAL traceback.
+# **GeoTIFF stacks.** Bands are matched by *name* (the band descriptions, through
+# `band_key`: `B02` and `B2` are the same band) when the file has them, so a 31-layer Earth
+# Engine export gives exactly the four bands a spec asks for. A file whose grid differs
+# from the first file's is an error unless a target `grid` is given, in which case every
+# file is read through a `WarpedVRT` onto it (nearest neighbour: no value is invented). A
+# truncated or corrupt file gives an error naming the file, not a GDAL traceback.
 
 # %%
-#| export
+#| export data.readers
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from aef_lit.conventions import SourceSpec, to_days
+from aef_lit.data.containers import DataError, Grid, SourceFrames
+
 _DATE_RE = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})")
 
 
-def _band_key(name: str) -> str:
+def band_key(name: str) -> str:
+    """A band name in one spelling: upper case, no product prefix, `B02` -> `B2`."""
     return re.sub(r"^B0(\d)", r"B\1", str(name).upper().replace("S2_", "").replace("S2-L2A-", ""))
 
 
-def _open_checked(path: Path):
+_band_key = band_key  # the name other modules used before
+
+
+def open_checked(path: Path):
+    """`rasterio.open(path)`, with a DataError naming the file when it is corrupt."""
     import rasterio
 
     try:
@@ -481,14 +542,15 @@ def _read_checked(src, path: Path, indexes: list[int]) -> np.ndarray:
                         "download or export it again") from err
 
 
-def _grid_of(src) -> Grid:
+def grid_of(src) -> Grid:
+    """The `Grid` of an open rasterio dataset."""
     crs = src.crs.to_string() if src.crs is not None else ""
     return Grid(crs, tuple(src.transform)[:6], src.height, src.width)
 
 
 def load_geotiff_stack(
     paths: Sequence[str | Path], spec: SourceSpec, times=None, *, scale: float = 1.0,
-    nodata: float | None = None, extra_bands: Sequence[str] = (),
+    nodata: float | int | None = None, extra_bands: Sequence[str] = (),
     valid_fn: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None,
     grid: Grid | None = None, empty: str = "raise",
 ) -> tuple[SourceFrames, Grid]:
@@ -501,8 +563,8 @@ def load_geotiff_stack(
         times: one timestamp per file; by default parsed from the file names (YYYY-MM-DD).
         scale: multiplies the spec's bands (1e-4 for Sentinel-2 DN).
         nodata: value marking missing pixels (default: the file's own nodata, if any).
-        extra_bands: further layers read for `valid_fn` (e.g. "SCL").
-        valid_fn: maps {band name: T H W array} to a bool `T H W` validity mask.
+        extra_bands, valid_fn: further layers (e.g. "SCL") and a map from {band name:
+            T H W array} to a bool `T H W` validity mask.
         grid: read every file onto this grid (nearest); else all files must share one grid.
         empty: "raise" or "drop" frames without a valid pixel.
     """
@@ -521,14 +583,14 @@ def load_geotiff_stack(
     paths, times = [paths[i] for i in order], times[order]
     values, valids, ref = [], [], grid
     for path in paths:
-        with _open_checked(path) as src:
-            g = _grid_of(src)
+        with open_checked(path) as src:
+            g = grid_of(src)
             if ref is None:
                 ref = g
             want = list(spec.bands) + list(extra_bands)
-            descr = [_band_key(d) if d else None for d in src.descriptions]
-            if all(descr) and all(_band_key(b) in descr for b in want):
-                idx = [descr.index(_band_key(b)) + 1 for b in want]
+            descr = [band_key(d) if d else None for d in src.descriptions]
+            if all(descr) and all(band_key(b) in descr for b in want):
+                idx = [descr.index(band_key(b)) + 1 for b in want]
             elif src.count == len(want):
                 idx = list(range(1, src.count + 1))
             else:
@@ -569,7 +631,7 @@ def load_geotiff_stack(
 # a *global* `_FillValue`, which xarray ignores (see its reader below).
 
 # %%
-#| export
+#| export data.readers
 def _cube_crs(ds, var) -> str:
     gm = ds[var].attrs.get("grid_mapping") or ds[var].encoding.get("grid_mapping")
     if gm and gm in ds.variables:
@@ -584,9 +646,9 @@ def _cube_crs(ds, var) -> str:
 
 def load_xarray_cube(
     ds_or_path, spec: SourceSpec, var_names: Sequence[str] | None = None, *,
-    scale: float = 1.0, offset: float = 0.0, nodata: float | None = None,
+    scale: float = 1.0, offset: float = 0.0, nodata: float | int | None = None,
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
-    valid: np.ndarray | None = None, crs: str | None = None, time: float | None = None,
+    valid: np.ndarray | None = None, crs: str | None = None, time: float | int | None = None,
     empty: str = "raise", nonfinite: str = "raise",
 ) -> tuple[SourceFrames, Grid]:
     """Read the variables of one source from an xarray/netCDF cube.
@@ -631,305 +693,39 @@ def load_xarray_cube(
 
 
 # %% [markdown]
-# ## The real samples
-#
-# Three small sets of real data ship beside the repository in `../shared/eo_real`
-# (about 45 MB; see its README). They come from the test data of MIT-licensed
-# repositories; the imagery is modified Copernicus Sentinel data and the WorldCover labels
-# are CC-BY 4.0. `find_eo_real` looks for them and, when they are missing, its error says
-# where each part comes from.
-#
-# **Source specs per dataset.** Each dataset has its own band set; a model is configured
-# with the specs of the samples it trains on (`model_sources`). The source *names* (`s2`,
-# `s1`, `dem`, `landcover`) are shared so that normalisation statistics (per band name)
-# carry over between datasets.
-
-# %%
-#| export
-GREENEARTHNET_S2 = SourceSpec("s2", ("B02", "B03", "B04", "B8A"), "optical")
-WORLDCEREAL_S2 = SourceSpec("s2", ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12"), "optical")
-WORLDCEREAL_S1 = SourceSpec("s1", ("VV", "VH"), "sar")  # monthly composites: no orbit metadata
-SLOVENIA_NDVI = SourceSpec("ndvi", ("NDVI",), "optical")
-SLOVENIA_S2 = SourceSpec("s2", ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A",
-                                "B09", "B10", "B11", "B12"), "optical")
-WORLDCOVER_CODES = (10, 20, 30, 40, 50, 60, 80, 90)
-"""ESA WorldCover codes in the order of conventions.WORLDCOVER_CLASSES (class id = index)."""
-
-REAL_SAMPLES = {
-    "greenearthnet_portugal": ("greenearthnet", "greenearthnet/minicubes/portugal_2021.nc"),
-    "greenearthnet_hungary": ("greenearthnet", "greenearthnet/minicubes/hungary_2021.nc"),
-    "greenearthnet_sweden": ("greenearthnet", "greenearthnet/minicubes/sweden_2021.nc"),
-    "greenearthnet_geotiff_portugal": ("greenearthnet", "greenearthnet/leaf_sr/portugal"),
-    "greenearthnet_geotiff_hungary": ("greenearthnet", "greenearthnet/leaf_sr/hungary"),
-    "greenearthnet_geotiff_sweden": ("greenearthnet", "greenearthnet/leaf_sr/sweden"),
-    "worldcereal_belgium": ("worldcereal", "worldcereal/belgium_s1_s2_monthly_2021.nc"),
-    "eolearn_slovenia": ("eolearn_slovenia", "eolearn_slovenia/TestEOPatch"),
-}
-"""Real sample name -> (origin key of conventions.EO_REAL_ORIGINS, path inside eo_real/)."""
-
-_PLACES = {"portugal": ("Abrantes, Portugal", 2021), "hungary": ("the Great Hungarian Plain, Hungary", 2021),
-           "sweden": ("Västergötland, Sweden", 2021)}
-
-
-def _path(name: str, root) -> Path:
-    origin, rel = REAL_SAMPLES[name]
-    base = Path(root) if root is not None else find_eo_real(required=True)
-    p = base / rel
-    if not p.exists():
-        raise FileNotFoundError(f"{p} is missing. The {origin!r} part of eo_real/ comes from "
-                                f"{EO_REAL_ORIGINS[origin]}")
-    return p
-
-
-def list_real_samples(root=None) -> dict[str, bool]:
-    """Which real samples are present (name -> True/False); all False when eo_real/ is absent."""
-    base = Path(root) if root is not None else find_eo_real(required=False)
-    return {n: bool(base is not None and (base / rel).exists()) for n, (_, rel) in REAL_SAMPLES.items()}
-
-
-def worldcover_to_ids(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ESA WorldCover codes -> (class ids 0..7, valid). Boundary codes (15, 25, ...) and
-    classes outside our legend (70 snow, 95 mangroves, 100 moss) are invalid."""
-    codes = np.nan_to_num(np.asarray(codes, np.float64), nan=-1).astype(np.int64)
-    lut = np.full(256, -1, np.int64)
-    lut[list(WORLDCOVER_CODES)] = np.arange(len(WORLDCOVER_CODES))
-    ids = lut[np.clip(codes, 0, 255)]
-    ok = ids >= 0
-    return np.where(ok, ids, 0).astype(np.float32), ok
-
-
-def _landcover_labels(ids: np.ndarray, ok: np.ndarray) -> dict:
-    counts = np.bincount(ids[ok].astype(int), minlength=len(WORLDCOVER_CLASSES))
-    frac = counts / max(counts.sum(), 1)
-    order = np.argsort(-frac)
-    return {"classes": [WORLDCOVER_CLASSES[i] for i in order if frac[i] >= 0.05],
-            "class_fractions": {WORLDCOVER_CLASSES[i]: round(float(frac[i]), 3) for i in order if frac[i] > 0}}
-
-
-def _caption(labels: dict) -> str:
-    what = " and ".join(labels.get("classes", [])[:2]) or "land"
-    return f"{what} near {labels.get('place', 'an unnamed place')}, {labels.get('year', '')}".rstrip(", ")
-
-
-# %% [markdown]
-# ### GreenEarthNet minicubes {cite}`benson2024greenearthnet`
-#
-# 128 × 128 px on a **lat/lon grid** (EPSG:4326, about 20 m), 27–30 Sentinel-2 L2A dates
-# in 2021. Reflectance is already 0..1; a few pixels are NaN (nodata: masked). Clouds
-# come from `s2_dlmask`, the deep-learning cloud mask of GreenEarthNet: we keep only
-# `0 = free sky` (cloud, shadow, snow and "masked" are all invalid), as the benchmark does.
-# The Copernicus DEM becomes the `dem` target and the dense ESA WorldCover map the
-# `landcover` target. Chapter 3 resamples the whole sample onto a 10 m UTM grid when a
-# model needs one.
-
-# %%
-#| export
-def load_greenearthnet_minicube(site: str, root=None) -> Sample:
-    """A GreenEarthNet minicube (site in portugal, hungary, sweden): S2 B02 B03 B04 B8A,
-    clouds from s2_dlmask, `dem` (Copernicus DEM) and `landcover` (WorldCover) targets."""
-    import xarray as xr
-
-    if site not in _PLACES:
-        raise DataError(f"unknown GreenEarthNet site {site!r}; choose one of {sorted(_PLACES)}")
-    path = _path(f"greenearthnet_{site}", root)
-    with xr.open_dataset(path) as ds:
-        ds = ds.load()
-        clear = ds["s2_dlmask"].values == 0
-        s2, grid = load_xarray_cube(ds, GREENEARTHNET_S2, [f"s2_{b}" for b in GREENEARTHNET_S2.bands],
-                                    valid=clear, nonfinite="mask", empty="drop")
-        mid = float(np.mean(s2.times[[0, -1]]))
-        dem, _ = load_xarray_cube(ds, DEM, ["cop_dem"], time=mid, nonfinite="mask")
-        ids, ok = worldcover_to_ids(ds["esawc_lc"].values)
-    lc = SourceFrames(ids[None, None], [mid], ok[None], name="landcover")
-    place, year = _PLACES[site]
-    labels = {"place": place, "year": year, "dataset": "GreenEarthNet", **_landcover_labels(ids, ok)}
-    return Sample(f"greenearthnet_{site}", grid, {"s2": s2, "dem": dem, "landcover": lc},
-                  {"s2": GREENEARTHNET_S2, "dem": DEM, "landcover": LANDCOVER},
-                  labels=labels, captions=(_caption(labels),))
-
-
-# %% [markdown]
-# ### GreenEarthNet per-date GeoTIFFs
-#
-# The same three places exported from Earth Engine as one 31-band GeoTIFF per date (UTM,
-# 20 m, DN × 10⁴, no declared nodata: DN 0 in every band means no data). Clouds come from
-# the Sen2Cor scene classification `SCL`: we keep vegetation, bare soil, water,
-# unclassified and snow (4, 5, 6, 7, 11). A trap found while writing this reader: two of
-# Portugal's seven files lie on a *shifted, smaller* grid; the reader puts every file onto
-# the grid most files share (nearest neighbour, a pure shift of whole pixels here).
-
-# %%
-#| export
-SCL_VALID = (4, 5, 6, 7, 11)
-
-
-def load_greenearthnet_geotiffs(site: str, root=None) -> Sample:
-    """The per-date GeoTIFF stack of a GreenEarthNet site (S2 B02 B03 B04 B8A, SCL clouds)."""
-    import rasterio
-
-    if site not in _PLACES:
-        raise DataError(f"unknown GreenEarthNet site {site!r}; choose one of {sorted(_PLACES)}")
-    folder = _path(f"greenearthnet_geotiff_{site}", root)
-    paths = sorted(folder.glob("*.tif"))
-    grids = []
-    for p in paths:
-        with _open_checked(p) as src:
-            grids.append(_grid_of(src))
-    grid = Counter(grids).most_common(1)[0][0]
-    s2, grid = load_geotiff_stack(paths, GREENEARTHNET_S2, scale=1e-4, nodata=0, extra_bands=("SCL",),
-                                  valid_fn=lambda b: np.isin(b["SCL"], SCL_VALID), grid=grid, empty="drop")
-    place, year = _PLACES[site]
-    labels = {"place": place, "year": year, "dataset": "GreenEarthNet"}
-    return Sample(f"greenearthnet_geotiff_{site}", grid, {"s2": s2}, {"s2": GREENEARTHNET_S2},
-                  labels=labels, captions=(f"Sentinel-2 time series near {place}, {year}",))
-
-
-# %% [markdown]
-# ### WorldCereal Belgium {cite}`vantricht2023worldcereal`
-#
-# Twelve monthly composites (Nov 2020 – Oct 2021) of Sentinel-2 L2A (9 bands) and
-# Sentinel-1 (VV, VH) on a 100 × 100 px, 10 m UTM grid near Sint-Truiden. Three traps:
-#
-# 1. the variables are `uint16` stored as `int16` with `_Unsigned`; we read the raw integers
-#    (`mask_and_scale=False`) and reinterpret them as `uint16`;
-# 2. nodata is 65535, declared only as a *global* `_FillValue`, so xarray does not mask it:
-#    we do (Dec 2020 and Jan 2021 have no valid S2 pixel at all; those frames are dropped);
-# 3. S1 is not linear power but an integer code: $\mathrm{dB} = 20\log_{10}(\mathrm{DN}) - 83$.
-#
-# Elevation is repeated over `t`; we keep one frame. The WorldCereal cropland map of the
-# same grid (a model's output, not ground truth) goes into `labels["cropland_map"]`.
-
-# %%
-#| export
-WORLDCEREAL_NODATA = 65535
-
-
-def worldcereal_s1_to_db(dn: np.ndarray) -> np.ndarray:
-    """WorldCereal's S1 integer code to backscatter in dB: 20 * log10(DN) - 83."""
-    with np.errstate(divide="ignore"):
-        return 20.0 * np.log10(np.asarray(dn, np.float64)) - 83.0
-
-
-def _uint16(ds, names):
-    out = ds.copy()
-    for v in names:
-        a = out[v].values
-        out[v] = out[v].copy(data=a.astype(np.int16).view(np.uint16) if a.dtype == np.int16 else a)
-    return out
-
-
-def load_worldcereal_belgium(root=None) -> Sample:
-    """WorldCereal's Belgian S1+S2 monthly cube: `s2` (9 bands, reflectance), `s1` (VV, VH
-    in dB) and the `dem` target; nodata 65535 masked."""
-    import xarray as xr
-
-    path = _path("worldcereal_belgium", root)
-    s2_vars = [f"S2-L2A-{b}" for b in WORLDCEREAL_S2.bands]
-    s1_vars = ["S1-SIGMA0-VV", "S1-SIGMA0-VH"]
-    with xr.open_dataset(path, mask_and_scale=False) as ds:
-        ds = _uint16(ds.load(), s2_vars + s1_vars + ["elevation"])
-        kw = dict(nodata=WORLDCEREAL_NODATA, empty="drop")
-        s2, grid = load_xarray_cube(ds, WORLDCEREAL_S2, s2_vars, scale=1e-4, **kw)
-        s1_ok = ~((ds[s1_vars[0]].values == 0) | (ds[s1_vars[1]].values == 0))
-        s1, g1 = load_xarray_cube(ds, WORLDCEREAL_S1, s1_vars, transform=worldcereal_s1_to_db,
-                                  valid=s1_ok, **kw)
-        grid.check_same(g1, "between s2 and s1")
-        mid = float(np.mean(s2.times[[0, -1]]))
-        elev = ds["elevation"].isel(t=0).drop_vars("t", errors="ignore").to_dataset()
-        elev["crs"] = ds["crs"]
-        dem, _ = load_xarray_cube(elev, DEM, ["elevation"], nodata=WORLDCEREAL_NODATA, time=mid)
-    labels = {"place": "Sint-Truiden, Flanders, Belgium", "year": 2021, "dataset": "WorldCereal"}
-    crop_path = path.parent / "belgium_cropland_map_2021.nc"
-    if crop_path.exists():
-        with xr.open_dataset(crop_path) as cm:
-            var = next(iter(cm.data_vars))
-            m = np.asarray(cm[var].sel(bands="classification").values, np.float64)
-        labels["cropland_map"] = m
-        labels["cropland_fraction"] = round(float(np.nanmean(m == 1)), 3)
-        labels["classes"] = ["cropland"] if labels["cropland_fraction"] > 0.5 else ["cropland", "other land"]
-    caption = f"cropland parcels near {labels['place']}, {labels['year']}"  # a Flemish arable landscape
-    return Sample("worldcereal_belgium", grid, {"s2": s2, "s1": s1, "dem": dem},
-                  {"s2": WORLDCEREAL_S2, "s1": WORLDCEREAL_S1, "dem": DEM},
-                  labels=labels, captions=(caption,))
-
-
-# %% [markdown]
-# ### eo-learn Slovenia {cite}`eolearn`
-#
-# A 101 × 100 px Sentinel-2 L1C patch (10 m, EPSG:32633) with **NDVI only** for 68
-# irregular dates over 2.5 years (two acquisitions on 2015-12-08, minutes apart: distinct
-# timestamps, kept), a cloud mask (`CLM`, 40 % of pixel-dates; 20 dates are fully cloudy
-# and dropped), a DEM and a land-use map we map onto the WorldCover legend. All 13 bands
-# exist only for five reference scenes of summer 2015 (optional `s2` source).
-
-# %%
-#| export
-_LULC_TO_WORLDCOVER = {1: 3, 2: 0, 3: 2, 4: 1, 5: 6, 6: 7, 8: 4, 9: 5}  # 0 nodata, 7 tundra, 10 snow: invalid
-_SLOVENIA_REFERENCE_DATES = ("2015-08-20", "2015-07-31", "2015-09-09", "2015-08-30", "2015-07-11")
-
-
-def load_eolearn_slovenia(root=None, reference_scenes: bool = False) -> Sample:
-    """The eo-learn Slovenia patch: `ndvi` (clouds masked), `dem`, `landcover`; with
-    `reference_scenes=True` also `s2`, the 13-band scenes of five summer-2015 dates."""
-    folder = _path("eolearn_slovenia", root)
-    d = lambda rel: np.load(folder / rel)  # noqa: E731
-    times = to_days(json.loads((folder / "timestamps.json").read_text()))
-    valid = (d("mask/IS_VALID.npy")[..., 0].astype(bool)) & (d("mask/CLM.npy")[..., 0] == 0)
-    ndvi = SourceFrames.build(d("data/NDVI.npy")[:, None, :, :, 0], times, valid, name="ndvi", empty="drop")
-    bbox = json.loads((folder / "bbox.geojson").read_text())
-    xs, ys = zip(*bbox["coordinates"][0])
-    H, W = ndvi.values.shape[2:]
-    grid = Grid("EPSG:32633", ((max(xs) - min(xs)) / W, 0.0, min(xs), 0.0, -(max(ys) - min(ys)) / H, max(ys)), H, W)
-    mid = float(np.mean(ndvi.times[[0, -1]]))
-    dem = SourceFrames(d("data_timeless/DEM.npy")[None, None, :, :, 0], [mid], name="dem")
-    lulc = d("mask_timeless/LULC.npy")[..., 0].astype(int)
-    ids = np.zeros(lulc.shape, np.float32)
-    for k, v in _LULC_TO_WORLDCOVER.items():
-        ids[lulc == k] = v
-    ok = np.isin(lulc, list(_LULC_TO_WORLDCOVER))
-    lc = SourceFrames(ids[None, None], [mid], ok[None], name="landcover")
-    sources = {"ndvi": ndvi, "dem": dem, "landcover": lc}
-    specs = {"ndvi": SLOVENIA_NDVI, "dem": DEM, "landcover": LANDCOVER}
-    if reference_scenes:
-        ref_path = folder.parent / "REFERENCE_SCENES.npy"
-        scenes = np.moveaxis(np.load(ref_path), -1, 1)  # T H W C -> T C H W
-        rt = to_days(list(_SLOVENIA_REFERENCE_DATES))
-        match = [int(np.argmin(np.abs(np.floor(times) - t))) for t in rt]
-        order = np.argsort(rt)
-        clm_ok = valid[match]
-        sources["s2"] = SourceFrames.build(scenes[order], times[match][order], clm_ok[order], name="s2",
-                                           empty="drop")
-        specs["s2"] = SLOVENIA_S2
-    labels = {"place": "Slovenia", "year": "2015-2017", "dataset": "eo-learn", **_landcover_labels(ids, ok)}
-    return Sample("eolearn_slovenia", grid, sources, specs, labels=labels, captions=(_caption(labels),))
-
-
-# %% [markdown]
 # ## A synthetic stand-in
 #
 # On a fresh machine without `eo_real/`, every notebook must still run. The synthetic
-# generator makes a `Sample` with the structure that matters for AEF, all of it seeded:
+# generator makes a seeded `Sample` with the structure that matters for AEF:
 #
 # * **land cover with distinct phenology**: field-like parcels (a Voronoi partition) of the
-#   eight WorldCover classes; each class has a vegetation-fraction curve over the year
-#   (cropland: a sharp summer peak and a harvest; grassland: a spring peak; forest: high
-#   and flat; built-up, bare, water: flat and low) and its own background spectrum (soil,
-#   urban, water), mixed linearly with a vegetation spectrum with a red edge;
-# * **clouds**: bright, smooth blobs covering a Beta-distributed fraction of each optical
-#   frame, marked `valid = False` (like every invalid pixel, their values are set to 0 by
-#   `SourceFrames`, so cloud radiance never travels further than the reader);
-# * **S1 speckle**: per-class backscatter in dB that rises with crop biomass, times
-#   multiplicative Gamma speckle (4 looks), and an ascending/descending flag as `meta`;
-# * **irregular dates**: each source's own random acquisition days (no two equal), at the
-#   overpass hour, with no alignment between sources;
+#   eight WorldCover classes, each with a vegetation-fraction curve over the year (cropland:
+#   a sharp summer peak and a harvest; grassland: a spring peak; forest: high and flat;
+#   built-up, bare, water: flat and low) mixing a red-edge vegetation spectrum linearly
+#   with the class's background (soil, urban, water);
+# * **clouds**: bright, smooth blobs over a Beta-distributed fraction of each optical frame,
+#   marked `valid = False` (so, like every invalid pixel, zeroed by `SourceFrames`);
+# * **S1 speckle**: per-class backscatter in dB rising with crop biomass, times Gamma
+#   speckle (4 looks), and an ascending/descending flag as `meta`;
+# * **irregular dates**: each source's own random acquisition days at its overpass hour;
 # * `dem` (a smooth terrain) and `landcover` (the parcel classes) as targets.
 #
-# It is a *stand-in* for the real data's statistics and structure, not a simulator: the
-# radiometry is plausible, not calibrated, and it has no atmosphere, topography effects or
-# cloud shadows.
+# It is a *stand-in* for the real data's structure, not a simulator: the radiometry is
+# plausible, not calibrated, with no atmosphere, topography effects or cloud shadows.
 
 # %%
-#| export
+#| export data.synthetic
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from aef_lit.conventions import DEFAULT_SOURCES, WORLDCOVER_CLASSES, SourceSpec, from_days, to_days
+from aef_lit.data.captions import caption_of, landcover_labels
+from aef_lit.data.containers import Grid, Sample, SourceFrames
+
 _WAVELENGTH_NM = {
     "B01": 443, "B1": 443, "B02": 490, "B2": 482, "B03": 560, "B3": 561, "B04": 665, "B4": 655,
     "B05": 705, "B06": 740, "B07": 783, "B08": 842, "B8A": 865, "B09": 945, "B10": 1375,
@@ -985,7 +781,7 @@ def _rng(generator, seed) -> np.random.Generator:
 
 def synthetic_sample(
     specs: Sequence[SourceSpec] = DEFAULT_SOURCES, height: int = 32, width: int = 32,
-    n_frames: Mapping[str, int] | None = None, start: str = "2021-01-01", days: float = 365,
+    n_frames: Mapping[str, int] | None = None, start: str = "2021-01-01", days: float | int = 365,
     generator: np.random.Generator | torch.Generator | None = None, seed: int = 0,
     site: str | None = None,
 ) -> Sample:
@@ -1009,7 +805,6 @@ def synthetic_sample(
     yy, xx = np.meshgrid(np.arange(H) + 0.5, np.arange(W) + 0.5, indexing="ij")
     dist = (yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2
     cls_map = seed_cls[np.argmin(dist, axis=-1)]
-    names = [WORLDCOVER_CLASSES[c] for c in cls_map.ravel()]
     brightness = 1.0 + 0.08 * _smooth(rng, (H, W), 3)
     grid = Grid("EPSG:32631", (10.0, 0.0, 600_000.0, 0.0, -10.0, 5_650_000.0), H, W)
     sources, mids = {}, t0 + days / 2
@@ -1060,63 +855,13 @@ def synthetic_sample(
             sources[spec.name] = SourceFrames(ids[None, None], [mids], name=spec.name)
     ids = cls_map.astype(np.float32)
     labels = {"place": "a synthetic site", "year": int(start[:4]), "dataset": "synthetic",
-              "class_map": cls_map, **_landcover_labels(ids, np.ones_like(ids, bool))}
+              "class_map": cls_map, **landcover_labels(ids, np.ones_like(ids, bool))}
     return Sample(site or f"synthetic_{seed}", grid, sources, {s.name: s for s in specs},
-                  labels=labels, captions=(_caption(labels),))
+                  labels=labels, captions=(caption_of(labels),))
 
 
 # %% [markdown]
-# ## Choosing the data of a notebook
-#
-# Every notebook has a `data` parameter. `"auto"` means *the real samples if present, else
-# the synthetic generator*, and it says which it picked; `"real"` insists on the real
-# samples (and fails with where to get them); `"synthetic"` never looks; a sample name
-# loads just that sample.
-
-# %%
-#| export
-_READERS = {
-    "greenearthnet_portugal": lambda r: load_greenearthnet_minicube("portugal", r),
-    "greenearthnet_hungary": lambda r: load_greenearthnet_minicube("hungary", r),
-    "greenearthnet_sweden": lambda r: load_greenearthnet_minicube("sweden", r),
-    "greenearthnet_geotiff_portugal": lambda r: load_greenearthnet_geotiffs("portugal", r),
-    "greenearthnet_geotiff_hungary": lambda r: load_greenearthnet_geotiffs("hungary", r),
-    "greenearthnet_geotiff_sweden": lambda r: load_greenearthnet_geotiffs("sweden", r),
-    "worldcereal_belgium": load_worldcereal_belgium,
-    "eolearn_slovenia": load_eolearn_slovenia,
-}
-DEFAULT_REAL = ("worldcereal_belgium", "greenearthnet_portugal", "greenearthnet_hungary",
-                "greenearthnet_sweden", "eolearn_slovenia")
-
-
-def load_real_sample(name: str, root=None) -> Sample:
-    """One real sample by name (see REAL_SAMPLES)."""
-    if name not in _READERS:
-        raise KeyError(f"unknown real sample {name!r}; known: {sorted(_READERS)}")
-    return _READERS[name](root)
-
-
-def load_samples(data: str | Sequence[str] = "auto", root=None, seed: int = 0, **synthetic_kw) -> list[Sample]:
-    """The samples a notebook works on: "auto" (real if present, else synthetic), "real",
-    "synthetic", or sample name(s)."""
-    if data == "synthetic":
-        return [synthetic_sample(seed=seed, **synthetic_kw)]
-    if data in ("auto", "real"):
-        base = find_eo_real(required=(data == "real")) if root is None else Path(root)
-        if base is None:
-            log.warning("real samples absent: using the synthetic generator instead (%s)",
-                        "set $AEF_EO_REAL or put eo_real/ at ../shared/eo_real")
-            return [synthetic_sample(seed=seed, **synthetic_kw)]
-        names = [n for n in DEFAULT_REAL if list_real_samples(base)[n]]
-        return [load_real_sample(n, base) for n in names]
-    names = [data] if isinstance(data, str) else list(data)
-    return [load_real_sample(n, root) for n in names]
-
-
-# %% [markdown]
-# ## Demonstrations
-#
-# ### The synthetic classes have distinct phenology
+# ## The synthetic classes have distinct phenology
 #
 # The property the generator exists for: the mean NDVI of clear pixels of each class
 # follows its own curve over the year. We check that cropland peaks in summer far above its
@@ -1124,6 +869,8 @@ def load_samples(data: str | Sequence[str] = "auto", root=None, seed: int = 0, *
 
 # %%
 import matplotlib.pyplot as plt
+
+from aef_lit.conventions import WORLDCOVER_CLASSES, to_days
 
 syn = synthetic_sample(height=64, width=64, n_frames={"s2": 40, "s1": 20, "landsat": 10}, seed=seed)
 s2 = syn.sources["s2"]
@@ -1154,77 +901,14 @@ if "water" in curves:
 print(f"synthetic: {syn.summary()}")
 
 # %% [markdown]
-# ### The real samples
-#
-# What `data="auto"` finds on this machine, and a table of what each real sample holds.
-# The `invalid` column is the fraction of pixel-frames that are nodata or cloud *after*
-# fully invalid frames were dropped: real data are mostly holes, which is why AEF weights
-# its loss instead of trusting every pixel.
-
-# %%
-import pandas as pd
-
-available = list_real_samples()
-print("real samples present:", [k for k, v in available.items() if v] or "none")
-samples = load_samples(data, seed=seed)
-if samples[0].labels.get("dataset") == "synthetic":
-    print("eo_real/ not found: this chapter falls back to the synthetic generator.")
-pd.DataFrame([s.summary() for s in samples]).set_index("site")
-
-# %%
-for s in samples:
-    assert all(np.isfinite(fr.values).all() for fr in s.sources.values())
-    assert all((np.diff(fr.times) > 0).all() for fr in s.sources.values())
-    if s.site == "worldcereal_belgium":
-        s2w = s.sources["s2"]
-        assert s2w.values.max() < 6.5535, "nodata 65535 must never become reflectance"
-        assert s2w.T == 10, "Dec 2020 and Jan 2021 have no valid S2 and are dropped"
-        vv = s.sources["s1"].values[:, 0][s.sources["s1"].valid]
-        assert -30 < np.median(vv) < 0, f"VV should be a few dB below zero, got {np.median(vv):.1f}"
-    print(f"{s.site:24s} captions: {s.captions}")
-
-# %% [markdown]
-# ### Quicklooks
-#
-# A true-colour composite of the clearest frame of each sample (B04, B03, B02 with a
-# 2–98 % stretch), with its cloud mask beside it; Slovenia has NDVI only.
-
-# %%
-def quicklook(sample: Sample, ax_rgb, ax_mask):
-    name = "s2" if "s2" in sample.sources else next(iter(sample.sources))
-    fr, spec = sample.sources[name], sample.specs[name]
-    i = int(np.argmax(fr.valid.reshape(fr.T, -1).mean(1)))
-    if {"B02", "B03", "B04"} <= set(spec.bands):
-        rgb = np.stack([fr.values[i, spec.bands.index(b)] for b in ("B04", "B03", "B02")], -1)
-        lo, hi = np.percentile(rgb[fr.valid[i]], [2, 98])
-        ax_rgb.imshow(np.clip((rgb - lo) / (hi - lo + 1e-9), 0, 1))
-    else:
-        ax_rgb.imshow(fr.values[i, 0], cmap="YlGn", vmin=-0.1, vmax=0.9)
-    ax_rgb.set_title(f"{sample.site}\n{_dates([fr.times[i]])[0][:10]}", fontsize=8)
-    worst = int(np.argmin(fr.valid.reshape(fr.T, -1).mean(1)))
-    ax_mask.imshow(fr.valid[worst], cmap="gray", vmin=0, vmax=1)
-    ax_mask.set_title(f"valid (white), cloudiest frame\n{_dates([fr.times[worst]])[0][:10]}: "
-                      f"{fr.valid[worst].mean():.0%} valid", fontsize=8)
-    for a in (ax_rgb, ax_mask):
-        a.axis("off")
-
-
-n = len(samples)
-fig, axes = plt.subplots(2, n, figsize=(2.4 * n, 5), squeeze=False)
-for k, s in enumerate(samples):
-    quicklook(s, axes[0, k], axes[1, k])
-plt.tight_layout(); plt.show()
-
-# %% [markdown]
 # ## Summary
 #
 # * A `Sample` is a grid plus, per source, frames in physical units with float64
 #   timestamps and a validity mask; construction refuses NaN/inf, unsorted, duplicated or
 #   miscounted timestamps, empty frames, wrong band counts and grid mismatches, each with
 #   a message that says what to do.
-# * Readers decode the traps of each real dataset (WorldCereal's global nodata, its S1
-#   code, GreenEarthNet's lat/lon grid and shifted GeoTIFFs, Slovenia's cloudy dates).
-# * `data="auto"` loads them when present and otherwise the synthetic generator, whose
-#   land-cover classes have distinct phenology, clouds, speckle and irregular dates.
+# * Two generic loaders read per-date GeoTIFF stacks and xarray cubes into it.
+# * The synthetic generator's land-cover classes have distinct phenology, clouds, speckle
+#   and irregular dates; it stands in wherever the real samples are absent.
 #
-# Chapter 3 turns a `Sample` into the model's batch layout.
+# *The real sites* (next) reads the real samples into the same containers.

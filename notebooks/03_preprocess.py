@@ -28,7 +28,10 @@
 #
 # This chapter exports `aef_lit.data.preprocess`: `NormStats` (global statistics, fitted or the
 # defaults below), `normalise_frames`, `resample_to_grid` / `resample_sample`, and
-# `collate`, which turns a list of samples into the `SourceBatch` layout of chapter 1.
+# `collate`, which turns a list of samples into the `SourceBatch` layout of chapter 1; and
+# `aef_lit.data.harmonise`: `harmonise` (one band set, one 10 m grid for many sites),
+# `load_sites`, and `aef_lit.data.rows`: `cut_row` and `cut_rows`, which later chapters read
+# their sites and training rows with.
 
 # %% tags=["parameters"]
 # Parameters (papermill injects values here). Defaults are sized for a 2-core CPU.
@@ -91,7 +94,7 @@ import numpy as np
 import torch
 
 from aef_lit.conventions import SourceBatch, SourceSpec
-from aef_lit.data.core import TIMELESS, DataError, Grid, Sample, SourceFrames
+from aef_lit.data.containers import TIMELESS, DataError, Grid, Sample, SourceFrames
 
 log = logging.getLogger("aef_lit.data.preprocess")
 
@@ -419,6 +422,230 @@ def collate(
 
 
 # %% [markdown]
+# ## Many sites in one layout
+#
+# A model is configured for one band set per source, and a training batch needs one grid
+# resolution. `eo_real/` holds five places in different shapes; `harmonise` brings a site
+# to the GreenEarthNet bands (B02 B03 B04 B8A) on a 10 m UTM grid, so one model can train
+# on all of them (`load_sites("multisite", ...)`, site names from chapter 2b's registry):
+#
+# | site name | what it adds | harmonised how |
+# |---|---|---|
+# | `portugal`, `hungary`, `sweden` (GreenEarthNet minicubes, 2021) | ~30 dates | ~20 m lat/lon → 10 m UTM |
+# | `portugal_geotiff`, ... (the same places, other dates) | new dates, SCL clouds | 20 m → 10 m |
+# | `belgium` (WorldCereal, Sint-Truiden, 2020-21) | monthly composites, a whole year | B08 stands in for B8A |
+# | `slovenia` (eo-learn, summer 2015) | forest, 3 clear L1C scenes | B08 for B8A; S2 L1C (top of atmosphere) |
+#
+# **Why 10 m.** AEF assumes a 10 m grid (`AEF_NOTES.md` §1): its input projectors bring
+# frames to the L/2 grid and the finest operator (precision) works there, so the summary is
+# made at 20 m and a learned kernel brings it back to 10 m (chapters 5 and 11). Fed the
+# GreenEarthNet cubes on their own ~20 m grid, the model summarises at ~40 m and must
+# invent the 20 m detail of every pixel. Resampled to 10 m, as the paper resamples
+# Sentinel-2's own 20 m bands, every native pixel survives the L/2 bottleneck; the cost is
+# a smaller ground footprint per tile (L = 16 covers 160 m instead of 320 m).
+#
+# Two approximations are made on purpose. B08 (842 nm, 10 m) and B8A (865 nm, 20 m) are
+# both near-infrared bands that agree to a few per cent over land; and the paper's own
+# inputs are L1C (top of atmosphere), so a hazier blue band at one site is a kind of
+# variety the model should cope with.
+#
+# `load_sites(data, sites)` is what every later chapter reads its sites with. `data` means
+# what it means everywhere (`resolve_data`: `"auto"` is the real samples when present,
+# else the synthetic generator); `"real"` reads the named sites as their readers return
+# them, `"multisite"` harmonises them, and `"greenearthnet"`, `"greenearthnet_geotiff"`,
+# `"worldcereal"` name one dataset.
+
+# %%
+#| export data.harmonise
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from aef_lit.conventions import DEM, LANDCOVER, SourceSpec
+from aef_lit.data.containers import DataError, Sample, SourceFrames
+from aef_lit.data.preprocess import resample_sample
+from aef_lit.data.sites import (
+    GREENEARTHNET_S2,
+    MULTISITE_SITES,
+    load_eolearn_slovenia,
+    load_greenearthnet_geotiffs,
+    load_greenearthnet_minicube,
+    load_real_sample,
+    load_worldcereal_belgium,
+    resolve_data,
+)
+from aef_lit.data.synthetic import synthetic_sample
+
+BAND_ALIASES: dict[str, tuple[str, ...]] = {"B8A": ("B08",)}
+"""Stand-ins for a band a sensor product lacks: B08 (842 nm) for B8A (865 nm), both NIR."""
+
+MULTISITE_RES = 10.0
+"""The grid of every `multisite` site, in metres: the paper's 10 m (see the text above)."""
+
+
+def read_site(name: str) -> Sample:
+    """One site by short name (`MULTISITE_SITES`) as its reader returns it (Slovenia with its S2 scenes)."""
+    if name not in MULTISITE_SITES:
+        raise ValueError(f"unknown multisite site {name!r}; choose from {', '.join(MULTISITE_SITES)}")
+    if name == "slovenia":  # its default sample is NDVI only; the 13-band scenes are opt-in
+        return load_eolearn_slovenia(reference_scenes=True)
+    return load_real_sample(MULTISITE_SITES[name])
+
+
+def harmonise(sample: Sample, spec: SourceSpec = GREENEARTHNET_S2, res: float | None = MULTISITE_RES,
+              keep: Sequence[str] = ("dem", "landcover"),
+              aliases: dict[str, tuple[str, ...]] = BAND_ALIASES) -> Sample:
+    """`sample` in the layout of `spec`: its `spec.name` source cut to `spec.bands` (or their
+    `aliases`), the target sources in `keep` (others dropped), and on a `res`-metre UTM grid
+    (bilinear; nearest for classes) unless it is on one already (`res=None`: grid kept)."""
+    if spec.name not in sample.sources:
+        raise DataError(f"{sample.site} has no {spec.name!r} source (it has {sorted(sample.sources)})")
+    have = sample.specs[spec.name].bands
+    index = []
+    for band in spec.bands:
+        found = [have.index(b) for b in (band, *aliases.get(band, ())) if b in have]
+        if not found:
+            raise DataError(f"{sample.site}: {spec.name!r} has no band {band} "
+                            f"(nor {', '.join(aliases.get(band, ())) or 'a stand-in'}); it has {', '.join(have)}")
+        index.append(found[0])
+    fr = sample.sources[spec.name]
+    sources = {spec.name: SourceFrames(fr.values[:, index], fr.times, fr.valid, fr.meta, fr.name)}
+    sources |= {n: f for n, f in sample.sources.items() if n in keep and n != spec.name}
+    specs = {n: spec if n == spec.name else sample.specs[n] for n in sources}
+    out = Sample(sample.site, sample.grid, sources, specs, labels=sample.labels, captions=sample.captions)
+    g = sample.grid
+    if res is not None and (g.rio_crs.is_geographic or not np.allclose(g.res, res, rtol=0.01)):
+        out = resample_sample(out, res=res)
+    return out
+
+
+def load_sites(data: str = "auto", sites: Sequence[str] = ("portugal", "hungary"), seed: int = 0,
+               synthetic_size: int = 96) -> list[Sample]:
+    """The whole-site `Sample`s a model works on (see the text above for the `data` values)."""
+    data = resolve_data(data)
+    if data in ("real", "greenearthnet"):
+        unknown = [s for s in sites if s not in MULTISITE_SITES]
+        if unknown:
+            raise ValueError(f"unknown site(s) {unknown}; choose from {', '.join(MULTISITE_SITES)}")
+        if data == "greenearthnet":
+            return [load_greenearthnet_minicube(s) for s in sites]
+        return [load_real_sample(MULTISITE_SITES[s]) for s in sites]
+    if data == "greenearthnet_geotiff":
+        return [load_greenearthnet_geotiffs(s) for s in sites]
+    if data == "worldcereal":
+        return [load_worldcereal_belgium()]
+    if data == "multisite":
+        return [harmonise(read_site(s)) for s in sites]
+    if data == "synthetic":
+        specs = (GREENEARTHNET_S2, DEM, LANDCOVER)
+        return [synthetic_sample(specs, height=synthetic_size, width=synthetic_size, seed=seed + i,
+                                 n_frames={"s2": 24}, site=f"synthetic_{name}")
+                for i, name in enumerate(sites or ("a", "b"))]
+    raise ValueError(f"unknown data {data!r}: auto, real, greenearthnet, greenearthnet_geotiff, worldcereal, "
+                     "multisite, synthetic")
+
+
+# %% [markdown]
+# ## Rows: a window, a support period, a few frames
+#
+# AEF trains on rows of $L \times L$ pixels with the time series of every source at that
+# place (`AEF_NOTES.md` §1, §8); our sites are a handful of whole scenes. A row of a site
+# is cut by `cut_row`:
+#
+# - a **random crop** of $L \times L$ pixels (the same window for every source of the site);
+# - a **random support window** in time, at least `min_span_days` long, and a random
+#   **sub-sequence** of at most `frames` of the frames inside it, so the model sees short
+#   and long, dense and sparse series (the paper's rows also differ in length: §1);
+# - only frames with some valid (cloud-free) pixels in the crop; clouds stay as per-pixel
+#   loss weights (§1).
+#
+# `row_generator(seed, key)` hashes the pair into a NumPy generator (BLAKE2b, so nearby keys
+# give unrelated streams), so row number $k$ is a pure function of `(seed, k)`: it picks
+# the site, the window, the support window and the frames. If a window happens to contain
+# no usable frame of some source (a crop full of clouds at every date, a land-cover map
+# that is all "boundary" there), the same generator simply draws another window: still a
+# pure function of the key. `cut_rows(sites, keys, ...)` cuts the rows of some keys; chapter
+# 20 turns the same rows into an endless, sharded, augmented training stream, and the
+# chapters before it take their demonstration batches from `cut_rows` and `collate`.
+
+# %%
+#| export data.rows
+from __future__ import annotations
+
+import hashlib
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from aef_lit.data.containers import TIMELESS, Sample, SourceFrames
+
+
+def row_generator(seed: int, key: int) -> np.random.Generator:
+    """The generator of training row `key`: a pure function of (seed, key)."""
+    h = hashlib.blake2b(f"aef-row/{seed}/{key}".encode(), digest_size=8).digest()
+    return np.random.default_rng(int.from_bytes(h, "little"))
+
+
+def _window(fr: SourceFrames, r: int, c: int, L: int, index: np.ndarray) -> SourceFrames:
+    """Frames `index` of `fr`, cropped to the L x L window at (r, c)."""
+    meta = None if fr.meta is None else fr.meta[index]
+    return SourceFrames(fr.values[index][:, :, r:r + L, c:c + L], fr.times[index],
+                        fr.valid[index][:, r:r + L, c:c + L], meta, fr.name)
+
+
+def cut_row(sample: Sample, rng: np.random.Generator, tile: int, frames: int,
+            min_span_days: float = 60.0, min_valid: float = 0.05, tries: int = 20) -> Sample:
+    """A random L x L window of `sample`, with a random sub-sequence of each input source.
+
+    Input sources: frames inside a random support window (at least `min_span_days`, at
+    most the whole series) with at least `min_valid` clear pixels in the crop; at most
+    `frames` of them, chosen at random and kept in time order. Timeless sources keep their
+    single frame. Raises if no window of the sample works in `tries` draws.
+    """
+    H, W = sample.grid.shape
+    if H < tile or W < tile:
+        raise ValueError(f"{sample.site} is {H} x {W} pixels, smaller than the tile {tile}")
+    for _ in range(tries):
+        r, c = int(rng.integers(0, H - tile + 1)), int(rng.integers(0, W - tile + 1))
+        out: dict[str, SourceFrames] = {}
+        for name, fr in sample.sources.items():
+            spec = sample.specs[name]
+            clear = fr.valid[:, r:r + tile, c:c + tile].mean(axis=(1, 2))
+            if spec.modality in TIMELESS:
+                if clear[0] > 0:
+                    out[name] = _window(fr, r, c, tile, np.array([0]))
+                continue
+            t = fr.times
+            span = float(t[-1] - t[0])
+            length = span if span <= min_span_days else float(rng.uniform(min_span_days, span))
+            t0 = t[0] + float(rng.uniform(0.0, span - length))
+            inside = np.flatnonzero((t >= t0) & (t <= t0 + length) & (clear >= min_valid))
+            if inside.size == 0:
+                continue
+            pick = np.sort(rng.choice(inside, size=min(frames, inside.size), replace=False))
+            out[name] = _window(fr, r, c, tile, pick)
+        if len(out) == len(sample.sources):
+            grid = sample.grid.crop(r, c, tile, tile)
+            labels = {**sample.labels, "row": r, "col": c}
+            return Sample(sample.site, grid, out, dict(sample.specs), labels=labels, captions=sample.captions)
+    raise RuntimeError(f"no usable {tile} x {tile} window in {sample.site} after {tries} draws")
+
+
+def cut_rows(samples: Sequence[Sample], keys: Iterable[int], tile: int, frames: int, seed: int = 0,
+             min_span_days: float = 60.0, min_valid: float = 0.05) -> list[Sample]:
+    """The rows of `keys`: row k is `cut_row` of site `rng.integers(len(samples))` with
+    `rng = row_generator(seed, k)` (chapter 20's stream, before its augmentations)."""
+    out = []
+    for key in keys:
+        rng = row_generator(seed, int(key))
+        sample = samples[int(rng.integers(len(samples)))]
+        out.append(cut_row(sample, rng, tile, frames, min_span_days, min_valid))
+    return out
+
+
+# %% [markdown]
 # ## Demonstrations
 #
 # ### Where the default statistics come from
@@ -432,10 +659,13 @@ def collate(
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from aef_lit.conventions import DEFAULT_SOURCES, to_days
-from aef_lit.data.core import (
-    find_eo_real, load_eolearn_slovenia, load_greenearthnet_minicube, load_samples,
-    load_worldcereal_belgium, synthetic_sample,
+from aef_lit.conventions import DEFAULT_SOURCES, find_eo_real, to_days
+from aef_lit.data import (
+    load_eolearn_slovenia,
+    load_greenearthnet_minicube,
+    load_samples,
+    load_worldcereal_belgium,
+    synthetic_sample,
 )
 
 real_root = find_eo_real(required=False) if data in ("auto", "real") else None
@@ -590,6 +820,30 @@ for name, sb in batch.items():
           f"weight mean {sb.weight.mean():.2f}")
 
 # %% [markdown]
+# ### Many sites in one layout, and rows from keys
+#
+# With the real samples, three very different sites (GreenEarthNet on a lat/lon grid,
+# WorldCereal's nine bands, Slovenia's L1C scenes) come out of `load_sites("multisite")`
+# with the same four bands on a 10 m grid; without them, two synthetic sites. And a row is
+# a pure function of its key: row 2 is the same whether it is cut alone or after others.
+
+# %%
+from aef_lit.data import GREENEARTHNET_S2, cut_rows, load_sites
+
+if real_root is not None:
+    sites = load_sites("multisite", ("portugal", "belgium", "slovenia"))
+else:
+    sites = load_sites("synthetic", ("a", "b"), seed=seed, synthetic_size=48)
+for s in sites:
+    assert s.specs["s2"] == GREENEARTHNET_S2 and not s.grid.rio_crs.is_geographic
+    assert abs(s.grid.res[0] - 10) < 0.1, (s.site, s.grid.res)
+alone, among = cut_rows(sites, [2], 16, 4, seed=seed)[0], cut_rows(sites, [0, 1, 2], 16, 4, seed=seed)[2]
+assert alone.site == among.site and alone.grid == among.grid
+assert all(np.array_equal(alone.sources[n].values, among.sources[n].values) for n in alone.sources)
+pd.DataFrame([{"site": s.site, "grid": f"{s.grid.height} x {s.grid.width} at {s.grid.res[0]:.0f} m",
+               "s2 frames": s.sources["s2"].T, "sources": ", ".join(s.sources)} for s in sites])
+
+# %% [markdown]
 # ## Summary
 #
 # * Optical: log(x+1), then a per-band z-score with global statistics, clipped to ±6;
@@ -598,3 +852,5 @@ for name, sb in batch.items():
 #   they change neither the statistics nor the model input.
 # * `resample_to_grid` warps bilinearly for values and by nearest neighbour for classes and
 #   masks; `collate` pads every source to a fixed `T` with masked frames and float64 times.
+# * `harmonise` gives many sites one band set on one 10 m grid; `load_sites` reads the sites
+#   every later chapter uses, and `cut_row` / `cut_rows` cut training rows from keys.

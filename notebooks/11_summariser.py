@@ -164,7 +164,7 @@ class TimePooling(nn.Module):
 # minus the weight of the empty slot).
 
 # %%
-from aef_lit.conventions import get_config, random_batch, seed_everything, select_device
+from aef_lit.conventions import get_config, seed_everything, select_device
 
 cfg = get_config(preset)
 g = seed_everything(seed)
@@ -294,13 +294,15 @@ assert (gap > 1e-3).all(), "different periods, different embeddings"
 import matplotlib.pyplot as plt
 import numpy as np
 
-from aef_lit.training.sampling import training_dataset
+from aef_lit.data import collate, cut_rows, load_sites, model_sources
 from aef_lit.model.timecodes import period_code_cfg, timecode_cfg
 
 device = select_device(device)
-ds = training_dataset(data, sites=("portugal", "hungary"), tile=cfg.tile, frames=16, seed=seed)
-batch = ds.collate([ds[0]])
-cfg_real = cfg.replace(sources=ds.specs)
+sites = load_sites(data, ("portugal", "hungary"), seed=seed)  # chapter 3: real if present, else synthetic
+specs = model_sources(sites)
+row0 = cut_rows(sites, [0], cfg.tile, 16, seed=seed)[0]  # training row 0 (chapter 3)
+batch = collate([row0], specs, {s.name: 16 for s in specs})
+cfg_real = cfg.replace(sources=specs)
 try:  # chapter 10's encoder; the projections alone if it is not there yet
     from aef_lit.model.encoder import STPEncoder
 except ImportError:  # pragma: no cover
@@ -341,7 +343,7 @@ for p, color in enumerate(("C0", "C3")):
         a2.scatter(days[valid], sim_frames[p, e].numpy()[valid], color=color, s=12, zorder=3)
 a1.scatter(days[~valid], np.zeros((~valid).sum()), marker="x", c="k", label="masked (weight 0)")
 a1.axhline(1 / (valid.sum() + 1), color="0.5", ls=":", lw=1, label="uniform 1/(n+1)")
-a1.set_title(f"untrained attention over the frames of pixel {pix} ({ds[0].site})", fontsize=9)
+a1.set_title(f"untrained attention over the frames of pixel {pix} ({row0.site})", fontsize=9)
 a1.set_xlabel("days since first frame")
 a1.set_ylabel("attention weight")
 a1.legend(fontsize=7, loc="lower right")

@@ -308,18 +308,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from aef_lit.conventions import find_eo_real, from_days, get_config, seed_everything, select_device
-from aef_lit.training.sampling import training_dataset
+from aef_lit.data import collate, cut_rows, load_sites, model_sources
 
 device = select_device(device)
 g = seed_everything(seed)
 if data == "auto" and find_eo_real(required=False) is None:
     print("real samples absent: using the synthetic generator (set $AEF_EO_REAL to use them)")
-ds = training_dataset(data, sites=("portugal", "hungary", "sweden"), tile=get_config(preset).tile,
-                      frames=8, seed=seed)
-rows = [ds[k] for k in range(4)]
-batch = ds.collate(rows)
-cfg = get_config(preset, sources=ds.specs)
-print("sites:", [r.site for r in rows])
+sites = load_sites(data, ("portugal", "hungary", "sweden"), seed=seed)
+specs = model_sources(sites)
+tiles = cut_rows(sites, range(4), get_config(preset).tile, 8, seed=seed)  # rows 0-3 (chapter 3)
+batch = collate(tiles, specs, {s.name: 8 for s in specs})
+cfg = get_config(preset, sources=specs)
+print("sites:", [r.site for r in tiles])
 print({name: (tuple(sb.x.shape), cfg.source(name).modality, cfg.source(name).role) for name, sb in batch.items()})
 
 # %%
@@ -354,7 +354,7 @@ for b in range(B):
         ax.scatter([float(tg.t[b] - t0)], [y], c=colors.get(name, "k"), s=30, zorder=3)
     ti = float(sb.t[b, held.targets["s2"].index[b]] - t0)
     ax.scatter([ti], [b], marker="x", c="red", s=80, zorder=4, label="held-out S2 frame" if b == 0 else None)
-ax.set_yticks(range(B), [r.site.replace("greenearthnet_", "") for r in rows])
+ax.set_yticks(range(B), [r.site.replace("greenearthnet_", "") for r in tiles])
 ax.set_xlabel(f"days since {str(from_days(t0))[:10]}")
 ax.set_title("held-out frames and each target's own valid period")
 ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=5)

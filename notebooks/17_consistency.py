@@ -289,20 +289,28 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from aef_lit.conventions import find_eo_real, get_config, seed_everything, select_device
+from aef_lit.data import collate, cut_rows, load_sites, model_sources
 from aef_lit.model import build_model
 from aef_lit.objective.reconstruction import decode_targets, hold_out, reconstruction_loss
 from aef_lit.objective.uniformity import batch_uniformity
-from aef_lit.training.sampling import training_dataset
 
 device = select_device(device)
 g = seed_everything(seed)
 real = find_eo_real(required=False) if data != "synthetic" else None
 if real is None:
     print("real samples absent: using the synthetic generator (Sentinel-2 only)")
-ds = training_dataset("worldcereal" if real is not None else "synthetic", sites=(), tile=tile,
-                      frames=8, seed=seed, min_span_days=400)
-batch = ds.collate([ds[k] for k in range(8)])
-cfg = get_config(preset, sources=ds.specs)
+sites = load_sites("worldcereal" if real is not None else "synthetic", (), seed=seed)
+specs = model_sources(sites)
+
+
+def tiles_batch(n: int, start: int = 0):
+    """Rows `start .. start + n - 1` (chapter 3's `cut_rows`, whole-year support), 8 frames each."""
+    return collate(cut_rows(sites, range(start, start + n), tile, 8, seed=seed, min_span_days=400), specs,
+                   {s.name: 8 for s in specs})
+
+
+batch = tiles_batch(8)
+cfg = get_config(preset, sources=specs)
 inputs = [s for s in cfg.input_sources]
 pert = perturb(batch, cfg, PerturbationConfig(), generator=g)
 for s in inputs:  # only masks change; never a frame the teacher did not have
@@ -400,7 +408,7 @@ def short_run(stop_gradient: bool, steps: int, c: float = 0.5):
     gen = torch.Generator().manual_seed(seed)
     out = []
     for step in range(steps):
-        b = {k: v.to(device) for k, v in ds.collate([ds[8 + 4 * step + i] for i in range(4)]).items()}
+        b = {k: v.to(device) for k, v in tiles_batch(4, start=8 + 4 * step).items()}
         held = hold_out(b, cfg, gen)
         pt = perturb(held.inputs, cfg, PerturbationConfig(), gen)
         P = held.periods.shape[1]

@@ -69,7 +69,10 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
 # - a dense land-cover map gives its dominant classes (at least 15 % of the valid pixels,
 #   at most three, most frequent first): "tree cover, grassland and cropland in Portugal, 2021".
 #
-# `make_caption` is a pure function; `captions_for(sample)` reads a chapter 2 `Sample`.
+# Both builders are chapter 2's (`aef_lit.data`), so that a site has one caption wherever it
+# is read: `make_caption` is a pure function, `caption_of(labels)` makes the caption every
+# reader stores in `Sample.captions`, and `captions_for(sample)` (chapter 2b) reads it back.
+# This chapter re-exports them and adds `dominant_classes` for label maps.
 
 # %%
 #| export
@@ -79,7 +82,7 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -88,7 +91,14 @@ from einops import reduce
 from jaxtyping import Float, Float64
 from torch import Tensor, nn
 
-from aef_lit.conventions import EMBED_DIM, ModelConfig
+from aef_lit.conventions import ModelConfig
+from aef_lit.data import (  # noqa: F401  (the one caption builder, re-exported here)
+    CONVENTION_CLASS_NAMES,
+    SITE_PLACES,
+    caption_of,
+    captions_for,
+    make_caption,
+)
 from aef_lit.model.timecodes import period_code_cfg
 
 log = logging.getLogger("aef_lit")
@@ -100,45 +110,11 @@ WORLDCOVER_NAMES: dict[int, str] = {
 }
 """ESA WorldCover 2020/2021 legend: class code -> caption phrase."""
 
-CONVENTION_CLASS_NAMES: dict[str, str] = {
-    "tree": "tree cover", "shrub": "shrubland", "grassland": "grassland", "cropland": "cropland",
-    "built-up": "built-up area", "bare": "bare or sparse vegetation", "water": "open water",
-    "wetland": "herbaceous wetland",
-}
-"""Caption phrases of `conventions.WORLDCOVER_CLASSES` (the `landcover` source's class ids)."""
-
 SLOVENIA_LULC_NAMES: dict[int, str] = {
     1: "cultivated land", 2: "forest", 3: "grassland", 4: "shrubland", 5: "water",
     6: "wetlands", 7: "tundra", 8: "artificial surface", 9: "bare land", 10: "snow and ice",
 }
 """eo-learn's Slovenian LULC legend (0 = no data)."""
-
-SITE_PLACES: dict[str, str] = {
-    "belgium": "Sint-Truiden, Flanders, Belgium",
-    "flanders": "Flanders, Belgium",
-    "portugal": "Portugal",
-    "hungary": "Hungary",
-    "sweden": "Sweden",
-    "slovenia": "Slovenia",
-    "south_sudan": "South Sudan",
-}
-"""Place names of the real sample sites (keys: the site names of chapter 2's readers)."""
-
-
-def _join(words: Sequence[str]) -> str:
-    words = list(words)
-    if len(words) <= 1:
-        return "".join(words)
-    return ", ".join(words[:-1]) + " and " + words[-1]
-
-
-def make_caption(place: str, year: int | str | None = None, classes: Iterable[str] = ()) -> str:
-    """'<classes> in <place>, <year>' (e.g. 'winter wheat parcel in Flanders, Belgium, 2021')."""
-    names = [str(c).replace("_", " ").strip() for c in classes if str(c).strip()]
-    what = _join(names) if names else "land"
-    caption = f"{what} in {place}"
-    return f"{caption}, {year}" if year is not None else caption
-
 
 def dominant_classes(class_map, names: Mapping[int, str], min_fraction: float = 0.15,
                      top: int = 3) -> list[str]:
@@ -151,23 +127,6 @@ def dominant_classes(class_map, names: Mapping[int, str], min_fraction: float = 
     keep.sort(key=lambda nc: -nc[0])
     out = [names[c] for n, c in keep[:top] if n / total >= min_fraction]
     return out or [names[keep[0][1]]]
-
-
-def captions_for(sample, max_classes: int = 3) -> str:
-    """The caption of a chapter 2 `Sample`, from its labels (place, year, classes by area).
-
-    Falls back to the sample's own first caption, then to its site name.
-    """
-    labels = getattr(sample, "labels", {}) or {}
-    place = labels.get("place")
-    if place is None:
-        own = getattr(sample, "captions", ())
-        if own:
-            return own[0]
-        site = str(getattr(sample, "site", "an unnamed site"))
-        place = SITE_PLACES.get(site.split("_")[-1], site.replace("_", " "))
-    classes = [CONVENTION_CLASS_NAMES.get(c, c) for c in list(labels.get("classes", []))[:max_classes]]
-    return make_caption(place, labels.get("year"), classes)
 
 
 # %% [markdown]
@@ -370,20 +329,11 @@ real = find_eo_real(required=False) if data != "synthetic" else None
 
 rows = []
 if real is not None:
-    try:
-        from aef_lit.data import core as aef_data
+    from aef_lit.data import load_samples
 
-        loaders = {"worldcereal_belgium": aef_data.load_worldcereal_belgium,
-                   "eolearn_slovenia": aef_data.load_eolearn_slovenia,
-                   **{f"greenearthnet_{s}": (lambda s=s: aef_data.load_greenearthnet_minicube(s))
-                      for s in ("portugal", "hungary", "sweden")}}
-        for name, load in loaders.items():
-            sample = load()
-            rows.append({"site": name, "caption": captions_for(sample), "source": "labels"})
-    except ImportError:
-        print("aef_lit.data is not there yet: captions of the sites from their places only")
-        for site, place in SITE_PLACES.items():
-            rows.append({"site": site, "caption": make_caption(place, 2021), "source": "place"})
+    for sample in load_samples("real"):  # chapter 2b's default real sites
+        assert captions_for(sample) == sample.captions[0], "one caption per site"
+        rows.append({"site": sample.site, "caption": captions_for(sample), "source": "labels"})
     mappings = json.loads((real / "worldcereal" / "class_mappings.json").read_text())["CROPTYPE28"]
     parcels = pd.read_parquet(real / "worldcereal" / "flanders_labelled_pixels_2021.parquet",
                               columns=["sample_id", "ewoc_code"]).drop_duplicates("sample_id")

@@ -203,9 +203,9 @@ import numpy as np
 import pandas as pd
 
 from aef_lit.conventions import find_eo_real, get_config, seed_everything, select_device
+from aef_lit.data import captions_for, collate, cut_rows, load_sites, model_sources
 from aef_lit.model import build_model
-from aef_lit.objective.text import captions_for, text_available
-from aef_lit.training.sampling import training_dataset
+from aef_lit.objective.text import text_available
 
 w = LossWeights().normalised()
 print(pd.Series(vars(w)).round(5).to_dict())
@@ -224,8 +224,9 @@ device = select_device(device)
 g = seed_everything(seed)
 if data == "auto" and find_eo_real(required=False) is None:
     print("real samples absent: using the synthetic generator (set $AEF_EO_REAL to use them)")
-ds = training_dataset(data, sites=("portugal", "hungary", "sweden"), tile=get_config(preset).tile, frames=8, seed=seed)
-cfg = get_config(preset, sources=ds.specs)
+sites = load_sites(data, ("portugal", "hungary", "sweden"), seed=seed)
+specs = model_sources(sites)
+cfg = get_config(preset, sources=specs)
 torch.manual_seed(seed)
 model = build_model(cfg).to(device)
 objective = AEFObjective(cfg).to(device)
@@ -234,8 +235,9 @@ print("model:", type(model).__name__, model.parameter_counts()["total"], "parame
 
 
 def real_batch(step: int):
-    rows = [ds[step * batch_size + i] for i in range(batch_size)]
-    return {k: v.to(device) for k, v in ds.collate(rows).items()}, [captions_for(r) for r in rows]
+    tiles = cut_rows(sites, range(step * batch_size, (step + 1) * batch_size), cfg.tile, 8, seed=seed)  # chapter 3
+    batch = collate(tiles, specs, {s.name: 8 for s in specs})
+    return {k: v.to(device) for k, v in batch.items()}, [captions_for(r) for r in tiles]
 
 
 batch, captions = real_batch(0)

@@ -18,19 +18,14 @@
 # AlphaEarth Foundations {cite}`brown2025alphaearth` trains on rows of $L \times L$ pixels
 # ($L = 128$, 1.28 km) with the time series of every source at that place: up to 103
 # frames (65 Sentinel-2, 17 Sentinel-1, 21 Landsat), padded and masked (`AEF_NOTES.md` §1,
-# §8). Our real samples are a handful of whole sites (chapter 2): GreenEarthNet minicubes
+# §8). Our real samples are a handful of whole sites (chapter 2b): GreenEarthNet minicubes
 # of 128 × 128 pixels with about 30 Sentinel-2 dates each, the per-date GeoTIFF stacks of
-# the same places, a WorldCereal cube over Belgium. A **sampler** turns those few sites
-# into an endless stream of different training rows:
-#
-# - a **random crop** of $L \times L$ pixels (the same window for every source of the site);
-# - a **random support window** in time, at least `min_span_days` long, and a random
-#   **sub-sequence** of at most `frames` of the frames inside it, so the model sees short
-#   and long, dense and sparse series (the paper's rows also differ in length: §1);
-# - only frames with some valid (cloud-free) pixels in the crop; clouds stay as per-pixel
-#   loss weights (§1);
-# - **static shapes**: every row is padded to `frames` frames per input source, with
-#   `frame_mask` marking the padding (chapter 1), so XLA and `torch.compile` compile once.
+# the same places, a WorldCereal cube over Belgium. Chapter 3's `cut_row` cuts one training
+# row from a site: a random $L \times L$ crop, a random support window in time and a random
+# sub-sequence of at most `frames` clear frames inside it. A **sampler** turns those few
+# sites into an endless stream of such rows, with **static shapes**: every row is padded to
+# `frames` frames per input source, with `frame_mask` marking the padding (chapter 1), so
+# XLA and `torch.compile` compile once.
 #
 # The valid periods $[t_s, t_e)$ the losses summarise are drawn inside each training step
 # by the objective (chapters 15 and 17); `random_period` below draws one inside a row's
@@ -47,7 +42,7 @@
 preset = "tiny"  # model preset: "tiny" (CI), "small", "paper"
 device = "auto"  # "auto" = XLA if importable, then CUDA, MPS, CPU
 seed = 0
-data = "auto"  # "auto" = GreenEarthNet minicubes if present, else synthetic cubes
+data = "auto"  # "auto" = the real samples (two GreenEarthNet minicubes) if present, else synthetic
 tile = 32  # L, the tile size in pixels (a multiple of 16)
 frames = 8  # frames per input source in one row
 
@@ -69,212 +64,49 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
 # %% [markdown]
 # ## Where the sites come from
 #
-# `load_sites` maps the run's `data` setting onto chapter 2's readers: `greenearthnet`
-# (the three minicubes: Sentinel-2 B02 B03 B04 B8A, clouds from the minicube's mask, a
-# DEM and a WorldCover land-cover map as target-only sources), `greenearthnet_geotiff`
-# (the per-date GeoTIFF stacks of the same places, Sentinel-2 only), `worldcereal`
-# (monthly Sentinel-1 and Sentinel-2 over Belgium), `synthetic` (chapter 2's generator,
-# with the GreenEarthNet source layout so that a synthetic run and a real run build the
-# same model), `multisite` (every place of `eo_real/` brought to one band set: see
-# *More places* below), and `auto` (GreenEarthNet when `eo_real/` is present, else
-# synthetic). The sites of one run must share their *input* sources (a model has one input
-# projector per source); target-only sources (DEM, land cover) may be missing at some sites,
-# and the batch then carries zero loss weight for them there.
+# A run's sites come from chapter 3's `load_sites(data, sites)`, which reads chapter 2b's
+# one registry: `"auto"` (the real samples when `eo_real/` is present, else the synthetic
+# generator), `"real"` or `"greenearthnet"` (the named sites, by default two GreenEarthNet
+# minicubes: Sentinel-2 B02 B03 B04 B8A, a DEM and a WorldCover land-cover map as
+# target-only sources), `"greenearthnet_geotiff"` (the per-date GeoTIFF stacks of the same
+# places), `"worldcereal"` (monthly Sentinel-1 and Sentinel-2 over Belgium), `"multisite"`
+# (every place of `eo_real/` harmonised to one band set on a 10 m grid) and `"synthetic"`
+# (chapter 2's generator, with the GreenEarthNet source layout so that a synthetic run and
+# a real run build the same model). The sites of one run must share their *input* sources
+# (a model has one input projector per source); target-only sources (DEM, land cover) may
+# be missing at some sites, and the batch then carries zero loss weight for them there.
 
 # %%
 #| export
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from aef_lit.conventions import DEM, LANDCOVER, SourceSpec, find_eo_real
-from aef_lit.data import core as _data
-from aef_lit.data import Sample, SourceFrames
+from aef_lit.conventions import SourceSpec
+from aef_lit.data import (  # noqa: F401  (sites and rows are re-exported for earlier users of this module)
+    BAND_ALIASES,
+    GREENEARTHNET_SITES,
+    MULTISITE_RES,
+    MULTISITE_SITES,
+    TIMELESS,
+    Sample,
+    SourceFrames,
+    captions_for,
+    cut_row,
+    harmonise,
+    load_sites,
+    model_sources,
+    read_site,
+    row_generator,
+)
 
 log = logging.getLogger("aef_lit.training.sampling")
-
-GREENEARTHNET_SITES = ("portugal", "hungary", "sweden")
-TIMELESS = ("static", "categorical")
-
-
-def load_sites(data: str = "auto", sites: Sequence[str] = ("portugal", "hungary"), seed: int = 0,
-               synthetic_size: int = 96) -> list[Sample]:
-    """The whole-site `Sample`s a run trains on (see the chapter for the `data` values)."""
-    if data == "auto":
-        data = "greenearthnet" if find_eo_real(required=False) is not None else "synthetic"
-        if data == "synthetic":
-            log.warning("eo_real/ not found: training on synthetic cubes (set $AEF_EO_REAL)")
-    if data == "greenearthnet":
-        return [_data.load_greenearthnet_minicube(s) for s in sites]
-    if data == "greenearthnet_geotiff":
-        return [_data.load_greenearthnet_geotiffs(s) for s in sites]
-    if data == "worldcereal":
-        return [_data.load_worldcereal_belgium()]
-    if data == "multisite":
-        return [harmonise(read_site(s)) for s in sites]
-    if data == "synthetic":
-        specs = (_data.GREENEARTHNET_S2, DEM, LANDCOVER)
-        return [_data.synthetic_sample(specs, height=synthetic_size, width=synthetic_size, seed=seed + i,
-                                       n_frames={"s2": 24}, site=f"synthetic_{name}")
-                for i, name in enumerate(sites or ("a", "b"))]
-    raise ValueError(f"unknown data {data!r}: auto, greenearthnet, greenearthnet_geotiff, worldcereal, "
-                     "multisite, synthetic")
-
-
-# %% [markdown]
-# ## More places: one band set and one 10 m grid for every site
-#
-# Chapter 21 found that a model trained on two places learns those places' spectra: it
-# reconstructs held-out frames well there and poorly at a third place. `eo_real/` holds
-# five places, not three, but in different shapes. `multisite` reads each and `harmonise`
-# brings it to the GreenEarthNet bands on a 10 m UTM grid, so one model can train on all of
-# them:
-#
-# | site name | place | what it adds | harmonised how |
-# |---|---|---|---|
-# | `portugal`, `hungary`, `sweden` | GreenEarthNet minicubes, 2021 | ~30 dates | ~20 m lat/lon → 10 m UTM |
-# | `portugal_geotiff`, ... | the same places, other dates | new dates, SCL clouds | 20 m → 10 m |
-# | `belgium` | WorldCereal, Sint-Truiden, 2020-21 | monthly composites, a whole year | B08 stands in for B8A |
-# | `slovenia` | eo-learn, summer 2015 | forest, 3 clear L1C scenes | B08 for B8A; S2 L1C (top of atmosphere) |
-#
-# **Why 10 m.** AEF assumes a 10 m grid (`AEF_NOTES.md` §1): its input projectors bring
-# frames to the L/2 grid and the finest operator (precision) works there, so the summary is
-# made at 20 m and a learned kernel brings it back to 10 m (chapters 5 and 11). Fed the
-# GreenEarthNet cubes on their own ~20 m grid, the model summarises at ~40 m and must
-# invent the 20 m detail of every pixel; chapter 21 measures that this costs it most of its
-# gap to the temporal mean on an unseen site. Resampled to 10 m, as the paper resamples
-# Sentinel-2's own 20 m bands, every native pixel survives the L/2 bottleneck. The cost is
-# a smaller ground footprint per tile (L = 16 covers 160 m instead of 320 m).
-#
-# Two approximations are made on purpose and are worth knowing. B08 (842 nm, 10 m) and
-# B8A (865 nm, 20 m) are both near-infrared bands that agree to a few per cent over land,
-# and the paper's own inputs are L1C (top of atmosphere), so a hazier blue band at one
-# site is a kind of variety the model should cope with. The Slovenian patch is the only
-# forest-dominated site besides Sweden, which is why it is worth three scenes.
-
-# %%
-#| export
-MULTISITE_SITES = {
-    **{site: f"greenearthnet_{site}" for site in GREENEARTHNET_SITES},
-    **{f"{site}_geotiff": f"greenearthnet_geotiff_{site}" for site in GREENEARTHNET_SITES},
-    "belgium": "worldcereal_belgium",
-    "slovenia": "eolearn_slovenia",
-}
-"""The site names `data="multisite"` accepts -> chapter 2's real-sample names."""
-
-BAND_ALIASES: dict[str, tuple[str, ...]] = {"B8A": ("B08",)}
-"""Stand-ins for a band a sensor product lacks: B08 (842 nm) for B8A (865 nm), both NIR."""
-
-MULTISITE_RES = 10.0
-"""The grid of every `multisite` site, in metres: the paper's 10 m (see the text above)."""
-
-
-def read_site(name: str) -> Sample:
-    """One `multisite` site as chapter 2's reader returns it (Slovenia with its S2 scenes)."""
-    if name not in MULTISITE_SITES:
-        raise ValueError(f"unknown multisite site {name!r}; choose from {', '.join(MULTISITE_SITES)}")
-    if name == "slovenia":  # its default sample is NDVI only; the 13-band scenes are opt-in
-        return _data.load_eolearn_slovenia(reference_scenes=True)
-    return _data.load_real_sample(MULTISITE_SITES[name])
-
-
-def harmonise(sample: Sample, spec: SourceSpec = _data.GREENEARTHNET_S2, res: float | None = MULTISITE_RES,
-              keep: Sequence[str] = ("dem", "landcover"),
-              aliases: dict[str, tuple[str, ...]] = BAND_ALIASES) -> Sample:
-    """`sample` in the layout of `spec`: its `spec.name` source cut to `spec.bands` (or their
-    `aliases`), the target sources in `keep` (others dropped), and on a `res`-metre UTM grid
-    (bilinear; nearest for classes) unless it is on one already (`res=None`: grid kept)."""
-    from aef_lit.data.preprocess import resample_sample
-
-    if spec.name not in sample.sources:
-        raise _data.DataError(f"{sample.site} has no {spec.name!r} source (it has {sorted(sample.sources)})")
-    have = sample.specs[spec.name].bands
-    index = []
-    for band in spec.bands:
-        found = [have.index(b) for b in (band, *aliases.get(band, ())) if b in have]
-        if not found:
-            raise _data.DataError(f"{sample.site}: {spec.name!r} has no band {band} "
-                                  f"(nor {', '.join(aliases.get(band, ())) or 'a stand-in'}); it has {', '.join(have)}")
-        index.append(found[0])
-    fr = sample.sources[spec.name]
-    sources = {spec.name: SourceFrames(fr.values[:, index], fr.times, fr.valid, fr.meta, fr.name)}
-    sources |= {n: f for n, f in sample.sources.items() if n in keep and n != spec.name}
-    specs = {n: spec if n == spec.name else sample.specs[n] for n in sources}
-    out = Sample(sample.site, sample.grid, sources, specs, labels=sample.labels, captions=sample.captions)
-    g = sample.grid
-    if res is not None and (g.rio_crs.is_geographic or not np.allclose(g.res, res, rtol=0.01)):
-        out = resample_sample(out, res=res)
-    return out
-
-
-# %% [markdown]
-# ## One row from a key
-#
-# `row_generator(seed, key)` hashes the pair into a NumPy generator (BLAKE2b, so nearby keys
-# give unrelated streams), and `cut_row` uses it to pick the site, the window, the support
-# window and the frames. If a window happens to contain no usable frame of some source (a
-# crop full of clouds at every date, a land-cover map that is all "boundary" there), the
-# same generator simply draws another window: still a pure function of the key.
-
-# %%
-#| export
-def row_generator(seed: int, key: int) -> np.random.Generator:
-    """The generator of training row `key`: a pure function of (seed, key)."""
-    h = hashlib.blake2b(f"aef-row/{seed}/{key}".encode(), digest_size=8).digest()
-    return np.random.default_rng(int.from_bytes(h, "little"))
-
-
-def _window(fr: SourceFrames, r: int, c: int, L: int, index: np.ndarray) -> SourceFrames:
-    """Frames `index` of `fr`, cropped to the L x L window at (r, c)."""
-    meta = None if fr.meta is None else fr.meta[index]
-    return SourceFrames(fr.values[index][:, :, r:r + L, c:c + L], fr.times[index],
-                        fr.valid[index][:, r:r + L, c:c + L], meta, fr.name)
-
-
-def cut_row(sample: Sample, rng: np.random.Generator, tile: int, frames: int,
-            min_span_days: float = 60.0, min_valid: float = 0.05, tries: int = 20) -> Sample:
-    """A random L x L window of `sample`, with a random sub-sequence of each input source.
-
-    Input sources: frames inside a random support window (at least `min_span_days`, at
-    most the whole series) with at least `min_valid` clear pixels in the crop; at most
-    `frames` of them, chosen at random and kept in time order. Timeless sources keep their
-    single frame. Raises if no window of the sample works in `tries` draws.
-    """
-    H, W = sample.grid.shape
-    if H < tile or W < tile:
-        raise ValueError(f"{sample.site} is {H} x {W} pixels, smaller than the tile {tile}")
-    for _ in range(tries):
-        r, c = int(rng.integers(0, H - tile + 1)), int(rng.integers(0, W - tile + 1))
-        out: dict[str, SourceFrames] = {}
-        for name, fr in sample.sources.items():
-            spec = sample.specs[name]
-            clear = fr.valid[:, r:r + tile, c:c + tile].mean(axis=(1, 2))
-            if spec.modality in TIMELESS:
-                if clear[0] > 0:
-                    out[name] = _window(fr, r, c, tile, np.array([0]))
-                continue
-            t = fr.times
-            span = float(t[-1] - t[0])
-            length = span if span <= min_span_days else float(rng.uniform(min_span_days, span))
-            t0 = t[0] + float(rng.uniform(0.0, span - length))
-            inside = np.flatnonzero((t >= t0) & (t <= t0 + length) & (clear >= min_valid))
-            if inside.size == 0:
-                continue
-            pick = np.sort(rng.choice(inside, size=min(frames, inside.size), replace=False))
-            out[name] = _window(fr, r, c, tile, pick)
-        if len(out) == len(sample.sources):
-            grid = sample.grid.crop(r, c, tile, tile)
-            labels = {**sample.labels, "row": r, "col": c}
-            return Sample(sample.site, grid, out, dict(sample.specs), labels=labels, captions=sample.captions)
-    raise RuntimeError(f"no usable {tile} x {tile} window in {sample.site} after {tries} draws")
 
 
 # %% [markdown]
@@ -343,7 +175,7 @@ class TileDataset(Dataset):
         if any(n != names[0] for n in names):
             raise ValueError("training sites must share their input sources, got "
                              + "; ".join(f"{s.site}: {', '.join(n)}" for s, n in zip(self.samples, names)))
-        self.specs: tuple[SourceSpec, ...] = _data.model_sources(self.samples)
+        self.specs: tuple[SourceSpec, ...] = model_sources(self.samples)
         self.tile, self.frames, self.seed = tile, frames, seed
         self.min_span_days, self.min_valid, self.gain = min_span_days, min_valid, gain
         if not 0.0 <= occlude <= 1.0:
@@ -376,8 +208,9 @@ class TileDataset(Dataset):
         return collate(list(rows), self.specs, self.frames_per_source, self.stats)
 
     def collate_with_captions(self, rows: Sequence[Sample]):
-        """(batch, captions): the batch and each row's site caption (for the text term, chapter 18)."""
-        return self.collate(rows), [r.captions[0] if r.captions else r.site for r in rows]
+        """(batch, captions): the batch and each row's one caption (`captions_for`, chapter 2b),
+        for the text term (chapter 18)."""
+        return self.collate(rows), [captions_for(r) for r in rows]
 
 
 class TileBatchSampler(Sampler):
@@ -406,7 +239,8 @@ def tile_stream(ds: TileDataset, batch_size: int, start: int = 0, rank: int = 0,
     With `captions=True` it yields `(batch, captions)` pairs.
     """
     loader = DataLoader(ds, batch_sampler=TileBatchSampler(batch_size, start, rank, world_size),
-                        collate_fn=ds.collate_with_captions if captions else ds.collate, num_workers=workers, persistent_workers=workers > 0,
+                        collate_fn=ds.collate_with_captions if captions else ds.collate, num_workers=workers,
+                        persistent_workers=workers > 0,
                         prefetch_factor=2 if workers > 0 else None)
     return iter(loader)
 
@@ -657,10 +491,9 @@ assert kept < clear - 0.2, "every frame gets a gap of 10-90 %"
 # 7, 11), with sinusoids up to four years long. On a global corpus that is what lets a
 # model learn seasons. On our handful of places, each imaged in a single year, the date
 # is also a shortcut: it nearly tells which place and which stage of its season a row
-# comes from, and a model can lean on it instead of on the frames. Chapter 21 measured the
-# first shipped model leaning on it: moving every timestamp of a Swedish row by the same
-# 90 days, or by a whole year, made its held-out error 8 % and 7 % worse (at 3,650 days,
-# 25 %), although nothing a reader could see in the frames had changed.
+# comes from, and a model can lean on it instead of on the frames: a model trained
+# without the shift reconstructs a held-out row worse when only its dates move, although
+# nothing in its frames changed (the lab notes give the numbers).
 #
 # `time_shift=D` moves every timestamp of a row, in every source, by one offset drawn from
 # U(-D, D) days. What a row *means* (which frame came first, how far apart they are, where

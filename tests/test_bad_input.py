@@ -6,7 +6,13 @@ import pytest
 
 from aef_lit.conventions import DEM, S2
 from aef_lit.data import (
-    GREENEARTHNET_S2, DataError, Grid, Sample, SourceFrames, load_geotiff_stack, load_xarray_cube,
+    GREENEARTHNET_S2,
+    DataError,
+    Grid,
+    Sample,
+    SourceFrames,
+    load_geotiff_stack,
+    load_xarray_cube,
     synthetic_sample,
 )
 from aef_lit.data.preprocess import collate

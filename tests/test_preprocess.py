@@ -8,8 +8,18 @@ import torch
 from aef_lit.conventions import DEFAULT_SOURCES, DEM, LANDCOVER, S1, S2, SourceSpec, get_config
 from aef_lit.data import Grid, Sample, SourceFrames, load_worldcereal_belgium, synthetic_sample
 from aef_lit.data.preprocess import (
-    CLIP_SIGMA, DEFAULT_STATS, NormStats, collate, denormalise, fit_stats, from_db, normalise_frames,
-    resample_sample, resample_to_grid, to_db, utm_grid_for,
+    CLIP_SIGMA,
+    DEFAULT_STATS,
+    NormStats,
+    collate,
+    denormalise,
+    fit_stats,
+    from_db,
+    normalise_frames,
+    resample_sample,
+    resample_to_grid,
+    to_db,
+    utm_grid_for,
 )
 
 UTM = Grid("EPSG:32631", (10.0, 0.0, 600_000.0, 0.0, -10.0, 5_650_000.0), 16, 16)

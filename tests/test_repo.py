@@ -55,13 +55,38 @@ def test_export_check_catches_an_unexported_notebook_edit(tmp_path):
 
 
 def test_generated_modules_name_their_notebook():
-    generated = [f for f in (ROOT / "aef_lit").glob("*.py") if f.name != "__init__.py"]
+    generated = [f for f in (ROOT / "aef_lit").rglob("*.py") if f.name not in ("__init__.py", "__main__.py")]
     assert generated
     for f in generated:
         head = f.read_text().split("\n", 1)[0]
         m = re.match(r"# generated from (notebooks/\d\d_\w+\.py) by tools/nb_export.py: do not edit\.", head)
         assert m, f"{f.name} lacks the generated-from header"
         assert (ROOT / m.group(1)).exists()
+
+
+def test_every_generated_module_sits_in_a_package_with_a_hand_written_init():
+    for f in (ROOT / "aef_lit").rglob("*.py"):
+        if f.name == "__init__.py":
+            assert not f.read_text().startswith("# generated from"), f"{f} must be hand-written"
+        else:
+            assert (f.parent / "__init__.py").exists(), f"{f.parent} lacks __init__.py"
+
+
+def test_a_cell_can_export_to_another_module_of_a_sub_package(tmp_path):
+    """`#| export part.other` sends one cell elsewhere; dropping it removes the stale module."""
+    repo = _scratch_copy(tmp_path)
+    nb = repo / "notebooks" / "01_conventions.py"
+    text = nb.read_text()
+    nb.write_text(text + "\n# %%\n#| export model.extra_cell\nEXTRA = 1\n")
+    assert _run(["tools/nb_export.py"], cwd=repo).returncode == 0
+    extra = repo / "aef_lit" / "model" / "extra_cell.py"
+    assert extra.read_text().startswith("# generated from notebooks/01_conventions.py")
+    assert "EXTRA = 1" in extra.read_text() and "EXTRA" not in (repo / "aef_lit" / "conventions.py").read_text()
+    nb.write_text(text)
+    assert _run(["tools/nb_export.py", "--check"], cwd=repo).returncode == 1  # the orphan is drift
+    assert _run(["tools/nb_export.py"], cwd=repo).returncode == 0
+    assert not extra.exists()
+    assert _run(["tools/nb_export.py", "--check"], cwd=repo).returncode == 0
 
 
 def test_notebook_pairs_agree():

@@ -5,11 +5,19 @@ import numpy as np
 import pytest
 import torch
 
-from aef_lit.data import core as D
-from aef_lit.conventions import DEM, LANDCOVER
+import aef_lit.data as D
+from aef_lit.conventions import DEM, LANDCOVER, SourceSpec
 from aef_lit.training.sampling import (
-    MULTISITE_SITES, TileBatchSampler, TileDataset, cut_row, harmonise, load_sites, random_period,
-    row_generator, tile_stream, training_dataset,
+    MULTISITE_SITES,
+    TileBatchSampler,
+    TileDataset,
+    cut_row,
+    harmonise,
+    load_sites,
+    random_period,
+    row_generator,
+    tile_stream,
+    training_dataset,
 )
 
 
@@ -171,7 +179,7 @@ def test_harmonise_takes_the_band_set_its_aliases_and_the_grid():
 
 
 def test_harmonise_refuses_a_sample_without_the_band_or_the_source():
-    s = D.synthetic_sample((D.SourceSpec("s2", ("B02", "B03", "B04"), "optical"), DEM), height=16, width=16)
+    s = D.synthetic_sample((SourceSpec("s2", ("B02", "B03", "B04"), "optical"), DEM), height=16, width=16)
     with pytest.raises(D.DataError, match="no band B8A .*B08"):
         harmonise(s)
     with pytest.raises(D.DataError, match="no 's2' source"):
@@ -230,7 +238,8 @@ def test_occlusion_masks_input_frames_only_and_zeroes_them(synth_ds):
     assert 0.3 < np.mean(fracs) < 0.7, f"gaps cover 10-90 % of a frame: kept {np.mean(fracs):.2f}"
     assert np.array_equal(occ[4].sources["s2"].valid, occ[4].sources["s2"].valid), "deterministic"
     row = synth_ds[0]
-    assert augment_occlusion(row, np.random.default_rng(0), 0.0).sources["s2"].valid.sum() == row.sources["s2"].valid.sum()
+    unchanged = augment_occlusion(row, np.random.default_rng(0), 0.0)
+    assert unchanged.sources["s2"].valid.sum() == row.sources["s2"].valid.sum()
     with pytest.raises(ValueError, match="probability"):
         TileDataset(synth_ds.samples, tile=16, occlude=1.5)
 

@@ -1,7 +1,6 @@
 """Text alignment (chapter 18): captions, the frozen encoder and its cache, the CLIP loss."""
 from __future__ import annotations
 
-import logging
 import math
 from types import SimpleNamespace
 
@@ -11,8 +10,18 @@ import torch.nn.functional as F
 
 import aef_lit.objective.text as text_mod
 from aef_lit.objective.text import (
-    TEXT_DIM, WORLDCOVER_NAMES, FrozenTextEncoder, TextAlignment, TextUnavailableError, caption_ids,
-    captions_for, clip_loss, dominant_classes, make_caption, pool_embedding, text_available,
+    TEXT_DIM,
+    WORLDCOVER_NAMES,
+    FrozenTextEncoder,
+    TextAlignment,
+    TextUnavailableError,
+    caption_ids,
+    captions_for,
+    clip_loss,
+    dominant_classes,
+    make_caption,
+    pool_embedding,
+    text_available,
 )
 
 

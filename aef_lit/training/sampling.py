@@ -3,152 +3,33 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from aef_lit.conventions import DEM, LANDCOVER, SourceSpec, find_eo_real
-from aef_lit.data import core as _data
-from aef_lit.data import Sample, SourceFrames
+from aef_lit.conventions import SourceSpec
+from aef_lit.data import (  # noqa: F401  (sites and rows are re-exported for earlier users of this module)
+    BAND_ALIASES,
+    GREENEARTHNET_SITES,
+    MULTISITE_RES,
+    MULTISITE_SITES,
+    TIMELESS,
+    Sample,
+    SourceFrames,
+    captions_for,
+    cut_row,
+    harmonise,
+    load_sites,
+    model_sources,
+    read_site,
+    row_generator,
+)
 
 log = logging.getLogger("aef_lit.training.sampling")
-
-GREENEARTHNET_SITES = ("portugal", "hungary", "sweden")
-TIMELESS = ("static", "categorical")
-
-
-def load_sites(data: str = "auto", sites: Sequence[str] = ("portugal", "hungary"), seed: int = 0,
-               synthetic_size: int = 96) -> list[Sample]:
-    """The whole-site `Sample`s a run trains on (see the chapter for the `data` values)."""
-    if data == "auto":
-        data = "greenearthnet" if find_eo_real(required=False) is not None else "synthetic"
-        if data == "synthetic":
-            log.warning("eo_real/ not found: training on synthetic cubes (set $AEF_EO_REAL)")
-    if data == "greenearthnet":
-        return [_data.load_greenearthnet_minicube(s) for s in sites]
-    if data == "greenearthnet_geotiff":
-        return [_data.load_greenearthnet_geotiffs(s) for s in sites]
-    if data == "worldcereal":
-        return [_data.load_worldcereal_belgium()]
-    if data == "multisite":
-        return [harmonise(read_site(s)) for s in sites]
-    if data == "synthetic":
-        specs = (_data.GREENEARTHNET_S2, DEM, LANDCOVER)
-        return [_data.synthetic_sample(specs, height=synthetic_size, width=synthetic_size, seed=seed + i,
-                                       n_frames={"s2": 24}, site=f"synthetic_{name}")
-                for i, name in enumerate(sites or ("a", "b"))]
-    raise ValueError(f"unknown data {data!r}: auto, greenearthnet, greenearthnet_geotiff, worldcereal, "
-                     "multisite, synthetic")
-
-
-MULTISITE_SITES = {
-    **{site: f"greenearthnet_{site}" for site in GREENEARTHNET_SITES},
-    **{f"{site}_geotiff": f"greenearthnet_geotiff_{site}" for site in GREENEARTHNET_SITES},
-    "belgium": "worldcereal_belgium",
-    "slovenia": "eolearn_slovenia",
-}
-"""The site names `data="multisite"` accepts -> chapter 2's real-sample names."""
-
-BAND_ALIASES: dict[str, tuple[str, ...]] = {"B8A": ("B08",)}
-"""Stand-ins for a band a sensor product lacks: B08 (842 nm) for B8A (865 nm), both NIR."""
-
-MULTISITE_RES = 10.0
-"""The grid of every `multisite` site, in metres: the paper's 10 m (see the text above)."""
-
-
-def read_site(name: str) -> Sample:
-    """One `multisite` site as chapter 2's reader returns it (Slovenia with its S2 scenes)."""
-    if name not in MULTISITE_SITES:
-        raise ValueError(f"unknown multisite site {name!r}; choose from {', '.join(MULTISITE_SITES)}")
-    if name == "slovenia":  # its default sample is NDVI only; the 13-band scenes are opt-in
-        return _data.load_eolearn_slovenia(reference_scenes=True)
-    return _data.load_real_sample(MULTISITE_SITES[name])
-
-
-def harmonise(sample: Sample, spec: SourceSpec = _data.GREENEARTHNET_S2, res: float | None = MULTISITE_RES,
-              keep: Sequence[str] = ("dem", "landcover"),
-              aliases: dict[str, tuple[str, ...]] = BAND_ALIASES) -> Sample:
-    """`sample` in the layout of `spec`: its `spec.name` source cut to `spec.bands` (or their
-    `aliases`), the target sources in `keep` (others dropped), and on a `res`-metre UTM grid
-    (bilinear; nearest for classes) unless it is on one already (`res=None`: grid kept)."""
-    from aef_lit.data.preprocess import resample_sample
-
-    if spec.name not in sample.sources:
-        raise _data.DataError(f"{sample.site} has no {spec.name!r} source (it has {sorted(sample.sources)})")
-    have = sample.specs[spec.name].bands
-    index = []
-    for band in spec.bands:
-        found = [have.index(b) for b in (band, *aliases.get(band, ())) if b in have]
-        if not found:
-            raise _data.DataError(f"{sample.site}: {spec.name!r} has no band {band} "
-                                  f"(nor {', '.join(aliases.get(band, ())) or 'a stand-in'}); it has {', '.join(have)}")
-        index.append(found[0])
-    fr = sample.sources[spec.name]
-    sources = {spec.name: SourceFrames(fr.values[:, index], fr.times, fr.valid, fr.meta, fr.name)}
-    sources |= {n: f for n, f in sample.sources.items() if n in keep and n != spec.name}
-    specs = {n: spec if n == spec.name else sample.specs[n] for n in sources}
-    out = Sample(sample.site, sample.grid, sources, specs, labels=sample.labels, captions=sample.captions)
-    g = sample.grid
-    if res is not None and (g.rio_crs.is_geographic or not np.allclose(g.res, res, rtol=0.01)):
-        out = resample_sample(out, res=res)
-    return out
-
-
-def row_generator(seed: int, key: int) -> np.random.Generator:
-    """The generator of training row `key`: a pure function of (seed, key)."""
-    h = hashlib.blake2b(f"aef-row/{seed}/{key}".encode(), digest_size=8).digest()
-    return np.random.default_rng(int.from_bytes(h, "little"))
-
-
-def _window(fr: SourceFrames, r: int, c: int, L: int, index: np.ndarray) -> SourceFrames:
-    """Frames `index` of `fr`, cropped to the L x L window at (r, c)."""
-    meta = None if fr.meta is None else fr.meta[index]
-    return SourceFrames(fr.values[index][:, :, r:r + L, c:c + L], fr.times[index],
-                        fr.valid[index][:, r:r + L, c:c + L], meta, fr.name)
-
-
-def cut_row(sample: Sample, rng: np.random.Generator, tile: int, frames: int,
-            min_span_days: float = 60.0, min_valid: float = 0.05, tries: int = 20) -> Sample:
-    """A random L x L window of `sample`, with a random sub-sequence of each input source.
-
-    Input sources: frames inside a random support window (at least `min_span_days`, at
-    most the whole series) with at least `min_valid` clear pixels in the crop; at most
-    `frames` of them, chosen at random and kept in time order. Timeless sources keep their
-    single frame. Raises if no window of the sample works in `tries` draws.
-    """
-    H, W = sample.grid.shape
-    if H < tile or W < tile:
-        raise ValueError(f"{sample.site} is {H} x {W} pixels, smaller than the tile {tile}")
-    for _ in range(tries):
-        r, c = int(rng.integers(0, H - tile + 1)), int(rng.integers(0, W - tile + 1))
-        out: dict[str, SourceFrames] = {}
-        for name, fr in sample.sources.items():
-            spec = sample.specs[name]
-            clear = fr.valid[:, r:r + tile, c:c + tile].mean(axis=(1, 2))
-            if spec.modality in TIMELESS:
-                if clear[0] > 0:
-                    out[name] = _window(fr, r, c, tile, np.array([0]))
-                continue
-            t = fr.times
-            span = float(t[-1] - t[0])
-            length = span if span <= min_span_days else float(rng.uniform(min_span_days, span))
-            t0 = t[0] + float(rng.uniform(0.0, span - length))
-            inside = np.flatnonzero((t >= t0) & (t <= t0 + length) & (clear >= min_valid))
-            if inside.size == 0:
-                continue
-            pick = np.sort(rng.choice(inside, size=min(frames, inside.size), replace=False))
-            out[name] = _window(fr, r, c, tile, pick)
-        if len(out) == len(sample.sources):
-            grid = sample.grid.crop(r, c, tile, tile)
-            labels = {**sample.labels, "row": r, "col": c}
-            return Sample(sample.site, grid, out, dict(sample.specs), labels=labels, captions=sample.captions)
-    raise RuntimeError(f"no usable {tile} x {tile} window in {sample.site} after {tries} draws")
 
 
 def keep_targets(sample: Sample, targets: Sequence[str] | None) -> Sample:
@@ -197,7 +78,7 @@ class TileDataset(Dataset):
         if any(n != names[0] for n in names):
             raise ValueError("training sites must share their input sources, got "
                              + "; ".join(f"{s.site}: {', '.join(n)}" for s, n in zip(self.samples, names)))
-        self.specs: tuple[SourceSpec, ...] = _data.model_sources(self.samples)
+        self.specs: tuple[SourceSpec, ...] = model_sources(self.samples)
         self.tile, self.frames, self.seed = tile, frames, seed
         self.min_span_days, self.min_valid, self.gain = min_span_days, min_valid, gain
         if not 0.0 <= occlude <= 1.0:
@@ -230,8 +111,9 @@ class TileDataset(Dataset):
         return collate(list(rows), self.specs, self.frames_per_source, self.stats)
 
     def collate_with_captions(self, rows: Sequence[Sample]):
-        """(batch, captions): the batch and each row's site caption (for the text term, chapter 18)."""
-        return self.collate(rows), [r.captions[0] if r.captions else r.site for r in rows]
+        """(batch, captions): the batch and each row's one caption (`captions_for`, chapter 2b),
+        for the text term (chapter 18)."""
+        return self.collate(rows), [captions_for(r) for r in rows]
 
 
 class TileBatchSampler(Sampler):
@@ -260,7 +142,8 @@ def tile_stream(ds: TileDataset, batch_size: int, start: int = 0, rank: int = 0,
     With `captions=True` it yields `(batch, captions)` pairs.
     """
     loader = DataLoader(ds, batch_sampler=TileBatchSampler(batch_size, start, rank, world_size),
-                        collate_fn=ds.collate_with_captions if captions else ds.collate, num_workers=workers, persistent_workers=workers > 0,
+                        collate_fn=ds.collate_with_captions if captions else ds.collate, num_workers=workers,
+                        persistent_workers=workers > 0,
                         prefetch_factor=2 if workers > 0 else None)
     return iter(loader)
 
