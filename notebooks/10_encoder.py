@@ -72,7 +72,7 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
 from __future__ import annotations
 
 import torch
-from jaxtyping import Bool, Float, Float64
+from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from aef_lit.conventions import ModelConfig

@@ -84,9 +84,9 @@ from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
-from numpy.typing import ArrayLike
 import torch
 from jaxtyping import Bool, Float, Float64
+from numpy.typing import ArrayLike
 from torch import Tensor, nn
 
 from aef_lit.conventions import Batch, ModelConfig, SourceBatch, batch_to, get_config
@@ -178,7 +178,7 @@ def build_model(preset: str | ModelConfig = "tiny", **overrides) -> AEF:
 # | 2 | an empty ($t_e = t_s$) or reversed ($t_e < t_s$) period | unit vectors, silently | error |
 # | 3 | NaN or inf in a period or in the time of an observed frame | NaN embeddings | error; a *masked* frame's NaN time is padding, and `embed` replaces it by 0 |
 # | 4 | times in seconds or milliseconds since 1970 (or Julian dates, `date.toordinal()`) | timecodes of the wrong scale, silently | error beyond $10^5$ days (the year 2243), naming the conversion (seconds: divide by 86400) |
-# | 5 | no frame at all ($T = 0$); no observed frame | a shape error; the period's prior alone, silently | error; a warning when *no* row has an observed frame (a mask built the wrong way round?). A single row without one is legitimate, a padding or cloud-covered tile of chapter 25's `embed_sample`, and passes unless `strict` |
+# | 5 | no frame at all ($T = 0$); no observed frame | a shape error; the period's prior alone, silently | error; a warning when *no* row has an observed frame (a mask built the wrong way round?). A single row without one is legitimate, a padding or cloud-covered tile of chapter 26's `embed_sample`, and passes unless `strict` |
 # | 6 | the wrong band count in a hand-built batch | a shape error inside a linear layer | error naming the bands, in order |
 # | 7 | an input source missing; a key the model does not know | a `KeyError`; silently ignored | error with the fix (`collate` pads a source a row lacks with masked frames); a warning for unknown keys (names are case-sensitive; extra sources are ignored) |
 # | 8 | optical values in digital numbers (0–10 000) instead of reflectance (0–1) | saturated inputs, silently | warning (below) |

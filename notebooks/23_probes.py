@@ -13,7 +13,7 @@
 # ---
 
 # %% [markdown]
-# # 22. Probes: measuring an embedding with few labels
+# # 23. Probes: measuring an embedding with few labels
 #
 # AlphaEarth Foundations exists to make one claim: its embeddings let a user map the world
 # from *few* labels more accurately than the alternatives {cite}`brown2025alphaearth`. The
@@ -140,7 +140,7 @@ print("a probe that always answers the majority class: accuracy 0.90, balanced a
 # at every shot count. It has a price the paper does not discuss: where the number of samples
 # is close to the number of unknowns (10 shots of 8 classes is 80 samples for 65 unknowns), the
 # minimum-norm solution interpolates noise with huge weights ("double descent"), and its
-# scores dip. Chapter 25 shows it plainly on a regression with 100 samples. For regression the same two probes predict the mean of the 3 nearest
+# scores dip. Chapter 26 shows it plainly on a regression with 100 samples. For regression the same two probes predict the mean of the 3 nearest
 # targets, or $xw$ with $w = X^+ y$.
 
 # %%
@@ -491,8 +491,8 @@ def pixel_split(n: int, rng: np.random.Generator, train_frac: float = 0.5) -> Sp
 # %%
 import matplotlib.pyplot as plt
 
+from aef_lit.conventions import find_eo_real
 from aef_lit.data import load_greenearthnet_minicube
-from aef_lit.conventions import WORLDCOVER_CLASSES, find_eo_real
 
 
 def synthetic_label_map(H=128, W=128, K=5, seed=0):
@@ -711,8 +711,8 @@ plt.show()
 
 # %% [markdown]
 # At 300 samples per class the location lookup is flattered by the random split far beyond
-# what the block split allows. Chapter 25 measures the same gap for every method on real
-# tasks, and reports only block, point and site splits as headline numbers.
+# what the block split allows. Chapter 26 measures the same gap for every method on real
+# tasks; chapter 25's protocol reports only block, point and site splits as headline numbers.
 #
 # ## What this chapter exported
 # `aef_lit.evaluation.probes`: `balanced_accuracy`, `confusion_matrix`, `r2_score`,

@@ -13,7 +13,7 @@
 # ---
 
 # %% [markdown]
-# # 23. Baselines: what an embedding must beat
+# # 24. Baselines: what an embedding must beat
 #
 # A probe score means little alone: 0.6 balanced accuracy is good if the best alternative
 # gets 0.4 and bad if a median composite gets 0.7. The paper compares AEF with designed
@@ -30,7 +30,7 @@
 # | `xy` | its longitude and latitude | the paper's XY baseline |
 # | `mosaiks` | responses of random convolution filters to the median composite | MOSAIKS {cite}`rolf2021mosaiks` |
 #
-# Chapter 25 adds an *untrained* network of the model's own architecture: whatever the
+# Chapter 26 adds an *untrained* network of the model's own architecture: whatever the
 # trained model beats that by is what training bought. Every baseline reads the *same*
 # frames the model reads, and only those inside the period: a property checked below.
 # Everything here is exported to `aef_lit.evaluation.baselines` (NumPy and SciPy).
@@ -320,7 +320,7 @@ def mosaiks_features(sample: Sample, period: Period, n_filters: int = 32, size: 
 # %%
 #| export
 BASELINES = ("composite", "composite_5x5", "harmonic", "harmonic_5x5", "xy", "mosaiks")
-"""The designed baselines of chapter 24, by name (chapter 25 adds untrained networks)."""
+"""The designed baselines of chapter 24, by name (chapter 26 adds untrained networks)."""
 _BASE_FNS = {"composite": composite_features, "harmonic": harmonic_features, "xy": xy_features,
              "mosaiks": mosaiks_features}
 

@@ -13,21 +13,22 @@
 # ---
 
 # %% [markdown]
-# # 24. Evaluation: the shipped model against its baselines, on real labels
+# # 25. Evaluation: the shipped model against its baselines, on real labels
 #
 # Chapters 23 and 24 built the instrument: probes, splits, intervals, baselines. This
 # chapter points it at real labels and at the model shipped with this repository (chapter
 # 21), and reports what it finds, including where the model loses. It also makes the
 # instrument something a user can run on their own embeddings: `aef_lit.evaluation.evaluate`
-# in Python, and the `aef-eval` command line, which scores a model folder, any callable, or
-# an embedding GeoTIFF (such as a tile of Google's published AEF layer) against the same
-# baselines on the same pixels.
+# scores a model or any callable against the same baselines on the same pixels; chapter 26
+# adds embedding GeoTIFFs (such as a tile of Google's published AEF layer), the `aef-eval`
+# command line, and a look inside the representations.
 #
 # The paper's protocol (§S3–S6, `AEF_NOTES.md` §10) {cite}`brown2025alphaearth` in one
 # sentence: freeze the features; for 1, 10 and up to 300 samples per class, fit kNN
 # (k = 1, 3) and least-squares probes; score balanced accuracy (or $R^2$ and MAE) on
 # spatially separated test data; repeat over at least 20 folds; report means with 95 %
-# intervals. Everything here is exported to `aef_lit.evaluation.core`.
+# intervals. The code is exported to `aef_lit.evaluation` (modules `tasks`, `pixels`,
+# `methods`, `protocol` and `report`).
 
 # %% tags=["parameters"]
 # Parameters (papermill injects values here). Defaults are sized for a 2-core CPU.
@@ -52,32 +53,32 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
     )
 
 # %%
-#| default_exp evaluation.core
+#| default_exp evaluation.tasks
 # %%
 #| export
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
-import logging
-import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from aef_lit.evaluation import baselines as _bl
-from aef_lit.evaluation import probes as _pr
 from aef_lit.conventions import WORLDCOVER_CLASSES, SourceSpec, find_eo_real, to_days
 from aef_lit.data import (
-    GREENEARTHNET_S2, WORLDCEREAL_NODATA, DataError, Grid, Sample, SourceFrames,
-    load_eolearn_slovenia, load_greenearthnet_minicube, load_worldcereal_belgium,
+    GREENEARTHNET_S2,
+    WORLDCEREAL_NODATA,
+    DataError,
+    Grid,
+    Sample,
+    SourceFrames,
+    load_eolearn_slovenia,
+    load_greenearthnet_minicube,
+    load_worldcereal_belgium,
 )
+from aef_lit.evaluation import probes as _pr
 
-log = logging.getLogger("aef_lit.evaluation.core")
 Period = tuple[float, float]
 
 
@@ -269,11 +270,11 @@ def belgium_slope_task(specs=DEFAULT_INPUTS, root=None) -> Task:
 # pixels with a year of monthly values and no neighbours. The model cannot embed a pixel
 # without spatial context: its encoder works on tiles that are multiples of 16 pixels. We
 # embed a labelled pixel by **repeating it over a whole tile** (16 × 16 copies, every frame
-# identical across the tile) and reading the embedding at any position. That costs 256 times
-# the compute of one pixel, and it shows the Space operator a field with no texture at all,
-# something it never saw in training, so it measures a lower bound on what the model could do
-# with the real neighbourhood (the baselines lose nothing: they are per pixel anyway, and
-# their 5 × 5 variants are not applicable).
+# identical across the tile; chapter 26's `embed_pixels`) and reading the embedding at any
+# position. That costs 256 times the compute of one pixel, and it shows the Space operator a
+# field with no texture at all, something it never saw in training, so it measures a lower
+# bound on what the model could do with the real neighbourhood (the baselines lose nothing:
+# they are per pixel anyway, and their 5 × 5 variants are not applicable).
 
 # %%
 #| export
@@ -399,7 +400,20 @@ def build_task(name: str, specs: Sequence[SourceSpec] = DEFAULT_INPUTS, root=Non
 # means the same distance at every latitude).
 
 # %%
-#| export
+#| export evaluation.pixels
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from aef_lit.data import DataError, Sample
+from aef_lit.evaluation import baselines as _bl
+from aef_lit.evaluation import probes as _pr
+from aef_lit.evaluation.tasks import Period, Task
+
+
 @dataclass
 class PixelTable:
     """The scored pixels of a task: labels, positions and where each comes from."""
@@ -470,6 +484,21 @@ def split_function(task: Task, table: PixelTable, split: str | None = None, bloc
     raise ValueError(f"unknown split {split!r}; choose from {_pr.SPLITS}")
 
 
+# %%
+#| export evaluation.pixels
+def feature_matrix(feats: Sequence[np.ndarray], table: PixelTable, standardise: bool) -> np.ndarray:
+    """`N F` features of the table's pixels (z-scored per feature when `standardise`; NaN -> mean)."""
+    x = np.stack([feats[s][:, r, c] for s, r, c in zip(table.sample, table.row, table.col)]).astype(np.float64)
+    ok = np.isfinite(x)
+    mean = np.nanmean(np.where(ok, x, np.nan), 0) if ok.any() else np.zeros(x.shape[1])
+    mean = np.nan_to_num(mean)
+    x = np.where(ok, x, mean)
+    if standardise:
+        sd = x.std(0)
+        x = (x - mean) / np.where(sd > 0, sd, 1.0)
+    return x
+
+
 # %% [markdown]
 # ## Methods: anything that turns frames into features
 #
@@ -481,16 +510,22 @@ def split_function(task: Task, table: PixelTable, split: str | None = None, bloc
 # probed as they are, unit vectors, as the paper does. NaN (a harmonic fit a pixel cannot
 # support) becomes the feature's mean.
 #
-# Embedding a site: the model embeds the site in tiles of the size it was trained on (16 × 16
-# for the shipped model, padded at the edges with pixels marked unobserved), all frames of the
-# period at once, except that a tile skips the frames clear on less than 5 % of it, the rule
-# its training rows were cut with (chapter 20): a frame that is cloud everywhere in a tile
-# tells it nothing. Tiled inference with overlaps and blending is the subject of a later chapter;
-# here each tile is embedded on its own, so the Space operator sees exactly the extent it saw
-# in training.
+# Chapter 26 writes the network methods; this chapter needs only the base
+# class and the methods that wrap a baseline or any function.
 
 # %%
-#| export
+#| export evaluation.methods
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from aef_lit.data import Sample
+from aef_lit.evaluation import baselines as _bl
+from aef_lit.evaluation.tasks import Period
+
+
 class Method:
     """Base class: `__call__(samples, periods) -> list of F H W float32 arrays`."""
 
@@ -507,7 +542,7 @@ class Method:
 
 
 class BaselineMethod(Method):
-    """A chapter-23 baseline by name."""
+    """A chapter-24 baseline by name."""
 
     standardise = True
     embedding = False
@@ -533,210 +568,44 @@ class CallableMethod(Method):
         return [np.asarray(self.fn(s, p), np.float32) for s, p in zip(samples, periods)]
 
 
-# %%
-#| export
-def embed_sample(model, sample: Sample, period: Period, tile: int | None = None, batch_size: int = 16,
-                 min_valid: float = 0.05) -> np.ndarray:
-    """The model's `E H W` embedding of one site over `period`, from the frames in the period.
-
-    The site is padded to a multiple of `tile` (default: the model's training tile; 0 = one
-    pass over the whole padded site) with unobserved pixels and embedded tile by tile; each
-    tile reads the frames that are clear on at least `min_valid` of it (chapter 20's rule for
-    training rows). A 1 x 1 sample (a labelled pixel) is repeated over one tile.
-    """
-    import torch
-    import torch.nn.functional as F
-    from einops import rearrange
-
-    from aef_lit.conventions import SourceBatch
-    from aef_lit.model import embed
-    from aef_lit.data.preprocess import collate
-
-    cfg = model.cfg
-    L = cfg.tile if tile is None else tile
-    s = _in_period(sample, period)
-    batch = collate([s], _model_specs(model, s))
-    H, W = sample.grid.shape
-    side = L or 16
-    if (H, W) == (1, 1):
-        return embed_pixels(model, [sample], [period], side)[0]
-    Hp, Wp = -(-H // side) * side, -(-W // side) * side
-    batch = {k: v.replace(x=F.pad(v.x, (0, Wp - W, 0, Hp - H)), weight=F.pad(v.weight, (0, Wp - W, 0, Hp - H)))
-             for k, v in batch.items()}
-    if L:  # tiles as a batch; a tile reads only the frames clear on >= min_valid of it, as in training
-        n = (Hp // L) * (Wp // L)
-        tiles = {}
-        for k, v in batch.items():
-            w = rearrange(v.weight, "b t (i h) (j w) -> (b i j) t h w", h=L, w=L)
-            timeless = sample.specs[k].modality in _bl.TIMELESS
-            clear = v.frame_mask.repeat(n, 1) & ((w.mean((-2, -1)) >= min_valid) | timeless)
-            tiles[k] = SourceBatch(x=rearrange(v.x, "b t c (i h) (j w) -> (b i j) t c h w", h=L, w=L),
-                                   t=v.t.repeat(n, 1), frame_mask=clear, weight=w,
-                                   meta=None if v.meta is None else v.meta.repeat(n, 1, 1))
-        per = torch.tensor([period], dtype=torch.float64).repeat(n, 1)
-        out = []
-        for s0 in range(0, n, batch_size):
-            chunk = {k: SourceBatch(x=v.x[s0:s0 + batch_size], t=v.t[s0:s0 + batch_size],
-                                    frame_mask=v.frame_mask[s0:s0 + batch_size], weight=v.weight[s0:s0 + batch_size],
-                                    meta=None if v.meta is None else v.meta[s0:s0 + batch_size])
-                     for k, v in tiles.items()}
-            out.append(embed(model, chunk, per[s0:s0 + batch_size]).cpu())
-        mu = rearrange(torch.cat(out), "(i j) e h w -> e (i h) (j w)", i=Hp // L, j=Wp // L)
-    else:
-        mu = embed(model, batch, torch.tensor([period], dtype=torch.float64))[0].cpu()
-    return mu[:, :H, :W].float().numpy()
-
-
-def _in_period(sample: Sample, period: Period) -> Sample:
-    """The sample with only its frames in [t_s, t_e) (sources left without a frame dropped)."""
-    inside = {n: fr.select(np.flatnonzero((fr.times >= period[0]) & (fr.times < period[1])))
-              for n, fr in sample.sources.items()}
-    inside = {n: fr for n, fr in inside.items() if fr.T > 0}
-    if not inside:
-        raise DataError(f"{sample.site}: no input frame in the period")
-    return Sample(sample.site, sample.grid, inside, {n: sample.specs[n] for n in inside})
-
-
-def _model_specs(model, sample: Sample) -> list[SourceSpec]:
-    specs = [sp for sp in model.cfg.input_sources if sp.name in sample.sources]
-    if not specs:
-        raise DataError(f"{sample.site} has none of the model's input sources "
-                        f"{[sp.name for sp in model.cfg.input_sources]}")
-    return specs
-
-
-def embed_pixels(model, samples: Sequence[Sample], periods: Sequence[Period], tile: int | None = None,
-                 batch_size: int = 64) -> list[np.ndarray]:
-    """`E 1 1` embeddings of labelled pixels (1 x 1 samples), each repeated over one tile, in batches."""
-    import torch
-
-    from aef_lit.model import embed
-    from aef_lit.data.preprocess import collate
-
-    L = tile or model.cfg.tile
-    out = []
-    for s0 in range(0, len(samples), batch_size):
-        chunk = [_in_period(s, p) for s, p in zip(samples[s0:s0 + batch_size], periods[s0:s0 + batch_size])]
-        if any(s.grid.shape != (1, 1) for s in chunk):
-            raise ValueError("embed_pixels takes 1 x 1 samples (labelled pixels)")
-        specs = {sp.name: sp for s in chunk for sp in _model_specs(model, s)}
-        batch = collate(chunk, list(specs.values()))
-        batch = {k: v.replace(x=v.x.expand(-1, -1, -1, L, L), weight=v.weight.expand(-1, -1, L, L))
-                 for k, v in batch.items()}
-        per = torch.tensor(list(periods[s0:s0 + batch_size]), dtype=torch.float64)
-        mu = embed(model, batch, per)[:, :, L // 2:L // 2 + 1, L // 2:L // 2 + 1]
-        out += list(mu.float().cpu().numpy())
-    return out
-
-
-class ModelMethod(Method):
-    """An AEF model's embeddings (`embed_sample` per sample)."""
-
-    def __init__(self, model, name: str = "model", tile: int | None = None, batch_size: int = 16):
-        self.model, self.name, self.tile, self.batch_size = model, name, tile, batch_size
-
-    def key(self) -> str:
-        from aef_lit.training import params_digest
-
-        return f"{self.name}/{params_digest(self.model)[:16]}/tile{self.tile}"
-
-    def __call__(self, samples, periods):
-        if samples and all(s.grid.shape == (1, 1) for s in samples):
-            return embed_pixels(self.model, samples, periods, self.tile)
-        return [embed_sample(self.model, s, p, self.tile, self.batch_size) for s, p in zip(samples, periods)]
-
-
-def untrained_model(cfg, seed: int, device: str = "cpu"):
-    """A network of architecture `cfg` with the initial weights of `seed` (never trained), in eval mode."""
-    import torch
-
-    from aef_lit.model import build_model
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_model(cfg)
-    return model.to(device).eval()
-
-
-# %% [markdown]
-# **Embedding rasters.** The same evaluation scores an embedding that was computed elsewhere:
-# a GeoTIFF with one band per dimension, float, or int8 in the AEF product's encoding
-# (`AEF_NOTES.md` §9: a value $q$ means $\mathrm{sign}(q)\,(q/127.5)^2$, and $-128$ is nodata).
-# The raster is warped onto each task's grid (nearest neighbour: an embedding is not averaged
-# across pixels), and pixels it does not cover are left out for *every* method, so that all
-# are still scored on the same pixels.
-
-# %%
-#| export
-AEF_NODATA = -128
-
-
-def dequantise_aef(q: np.ndarray) -> np.ndarray:
-    """The AEF product's int8 codes to float32 values: sign(q) (q / 127.5)^2, NaN at -128."""
-    q = np.asarray(q)
-    v = np.sign(q) * (q.astype(np.float32) / 127.5) ** 2
-    return np.where(q == AEF_NODATA, np.nan, v).astype(np.float32)
-
-
-def read_embedding_raster(path: str | Path) -> tuple[np.ndarray, Grid]:
-    """`(F H W float32 with NaN at nodata, Grid)` of an embedding GeoTIFF (float, or AEF int8)."""
-    import rasterio
-
-    with rasterio.open(path) as src:
-        a = src.read()
-        nodata = src.nodata
-        grid = Grid(src.crs.to_string() if src.crs else "EPSG:4326", tuple(src.transform)[:6], src.height, src.width)
-    if a.dtype == np.int8:
-        return dequantise_aef(a), grid
-    a = a.astype(np.float32)
-    if nodata is not None and np.isfinite(nodata):
-        a[a == nodata] = np.nan
-    return a, grid
-
-
-def warp_to(values: np.ndarray, src: Grid, dst: Grid) -> np.ndarray:
-    """`F H W` values on `src` warped onto `dst` (nearest neighbour; NaN outside)."""
-    from rasterio.warp import Resampling, reproject
-
-    out = np.full((values.shape[0], *dst.shape), np.nan, np.float32)
-    reproject(values.astype(np.float32), out, src_transform=src.affine, src_crs=src.rio_crs, dst_transform=dst.affine,
-              dst_crs=dst.rio_crs, src_nodata=np.nan, dst_nodata=np.nan, resampling=Resampling.nearest)
-    return out
-
-
-class RasterMethod(Method):
-    """Embeddings read from a GeoTIFF (float bands, or the AEF int8 format), warped onto each sample."""
-
-    def __init__(self, path: str | Path, name: str | None = None):
-        self.path = Path(path)
-        if not self.path.exists():
-            raise FileNotFoundError(f"no embedding raster at {self.path}")
-        self.name = name or self.path.stem
-        self.values, self.grid = read_embedding_raster(self.path)
-
-    def key(self) -> str:
-        st = self.path.stat()
-        return f"raster/{self.path.resolve()}/{st.st_size}/{st.st_mtime_ns}"
-
-    def __call__(self, samples, periods):
-        return [warp_to(self.values, self.grid, s.grid) for s in samples]
-
-
 # %% [markdown]
 # ## Leaks: when a label was a training target
 #
 # The shipped model learnt to *decode* WorldCover and the DEM at its training sites
 # (Portugal and Hungary, chapter 21). Probing its embeddings for WorldCover there measures how
 # well it memorised a target, not how well it maps from few labels: its own land-cover
-# decoder reaches 0.84 balanced accuracy at Hungary with no probe at all (measured below). Such a task is still
-# reported (it says something about the decoder), but it is marked and never a headline
-# number. The rule reads the model's `config.json`: a task leaks when its label set is one of
+# decoder predicts WorldCover there with no probe at all (chapter 26 measures it). Such a task
+# is still reported (it says something about the decoder), but it is marked and never a
+# headline number. The rule reads the model's `config.json`: a task leaks when its label set is one of
 # the model's target sources and one of its places was a training site that carried that target.
 
 # %%
-#| export
+#| export evaluation.protocol
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from aef_lit.conventions import SourceSpec
+from aef_lit.evaluation import baselines as _bl
+from aef_lit.evaluation import probes as _pr
+from aef_lit.evaluation.methods import Method
+from aef_lit.evaluation.pixels import PixelTable, feature_matrix, pixel_table, split_function
+from aef_lit.evaluation.report import results_markdown
+from aef_lit.evaluation.tasks import DEFAULT_INPUTS, TASKS, Task, build_task
+
+log = logging.getLogger("aef_lit.evaluation.protocol")
+
 SITE_TARGETS = {
-    "greenearthnet": ("dem", "landcover"), "greenearthnet_geotiff": (), "belgium": ("dem",), "slovenia": ("dem", "landcover"),
+    "greenearthnet": ("dem", "landcover"), "greenearthnet_geotiff": (), "belgium": ("dem",),
+    "slovenia": ("dem", "landcover"),
 }
 """Target sources each kind of training site carries (chapters 2 and 20)."""
 
@@ -785,7 +654,7 @@ def leak_reason(task: Task, meta: Mapping[str, Any] | None) -> str:
 # applicable.
 
 # %%
-#| export
+#| export evaluation.protocol
 @dataclass
 class EvalResult:
     """Rows (one per task, method, probe, shots and fold), their summary, and facts per task."""
@@ -821,6 +690,114 @@ class EvalResult:
         columns shots, cells `mean ± CI`; the best mean per task and shots in bold; leaked
         tasks marked †, pseudo-labels ‡ (with a note under the table)."""
         return results_markdown(self.summary, self.tasks, probe, methods)
+
+
+def method_features(method: Method, task: Task, cache_dir: str | Path | None = None) -> list[np.ndarray]:
+    """`method`'s `F H W` features of every sample of `task`, read from (or written to) `cache_dir`."""
+    if not cache_dir:
+        return method(task.samples, task.periods)
+    h = hashlib.sha1(json.dumps([method.key(), task.name, len(task.samples), task.periods,
+                                 [s.grid.transform for s in task.samples[:3]]], default=str).encode()).hexdigest()[:20]
+    f = Path(cache_dir) / f"{task.name}-{method.name}-{h}.npz"
+    if f.exists():
+        with np.load(f) as z:
+            return [z[f"a{i}"] for i in range(len(z.files))]
+    feats = method(task.samples, task.periods)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_name(f.name + ".tmp.npz")
+    np.savez(tmp, **{f"a{i}": a for i, a in enumerate(feats)})
+    tmp.replace(f)
+    return feats
+
+
+def evaluate(methods: Mapping[str, Method], tasks: Sequence[str | Task] | str = "all", folds: int = 20,
+             seed: int = 0, split: str | None = None, shots: Sequence[int | str] | None = None,
+             probes: Sequence[str] | None = None, specs: Sequence[SourceSpec] = DEFAULT_INPUTS, root=None,
+             model_meta: Mapping[str, Any] | None = None, cache_dir: str | Path | None = None,
+             progress: bool = True) -> EvalResult:
+    """The sparse-label protocol for every task and method (see the chapter).
+
+    Args:
+        methods: name -> Method (see `default_methods`).
+        tasks: "all", task names (see TASKS) or built `Task`s.
+        split: override every task's split (e.g. "pixels" to measure how much it flatters).
+        specs: the input sources tasks are built for (the evaluated model's `input_sources`).
+        model_meta: the evaluated model's config.json, to flag leaked tasks.
+        cache_dir: a folder for method features (embeddings), keyed by method and task.
+    """
+    from tqdm.auto import tqdm
+
+    names = list(TASKS) if tasks == "all" else [tasks] if isinstance(tasks, (str, Task)) else list(tasks)
+    for t in names:
+        if isinstance(t, str) and t not in TASKS:
+            raise ValueError(f"unknown task {t!r}; choose from {', '.join(TASKS)} (or 'all')")
+    if not methods:
+        raise ValueError("no methods to evaluate")
+    rows: list[dict] = []
+    facts: dict[str, dict] = {}
+    bar = tqdm(total=len(names) * (len(methods) + folds), desc="evaluation", disable=not progress)
+    for t in names:
+        task = t if isinstance(t, Task) else build_task(t, specs, root)
+        table = pixel_table(task)
+        feats, n_a, seconds = {}, {}, {}
+        for mname, method in methods.items():
+            bar.set_postfix_str(f"{task.name}: {mname}")
+            t0 = time.perf_counter()
+            try:
+                feats[mname] = method_features(method, task, cache_dir)
+            except _bl.NotApplicable as e:
+                n_a[mname] = str(e)
+            seconds[mname] = round(time.perf_counter() - t0, 3)
+            bar.update(1)
+        keep = np.ones(len(table), bool)  # pixels every embedding covers
+        for mname, f in feats.items():
+            if methods[mname].embedding:
+                x = np.stack([f[s][:, r, c] for s, r, c in zip(table.sample, table.row, table.col)])
+                keep &= np.isfinite(x).all(1)
+        if not keep.all():
+            log.warning("%s: %d of %d pixels have no embedding from some method; left out for all",
+                        task.name, int((~keep).sum()), len(table))
+            table = PixelTable(*(getattr(table, k)[keep] if k != "group_names" else table.group_names
+                                 for k in ("y", "xy", "group", "group_names", "sample", "row", "col")))
+        X = {m: feature_matrix(f, table, methods[m].standardise) for m, f in feats.items()}
+        fold_bar = lambda: bar.update(1)  # noqa: E731
+        t_probe = time.perf_counter()
+        task_rows = _pr.run_trials(X, table.y, split_function(task, table, split), task.kind, shots, probes, folds,
+                                   seed, progress=fold_bar) if X else []
+        for r in task_rows:
+            r["task"] = task.name
+        rows += task_rows
+        present = np.unique(table.y) if task.kind == "classification" else []
+        facts[task.name] = {
+            "kind": task.kind, "split": split or task.split, "pixels": int(len(table)),
+            "sites": list(table.group_names), "classes": [task.classes[int(c)] for c in present],
+            "units": task.units, "pseudo": task.pseudo, "leak": leak_reason(task, model_meta),
+            "description": task.description, "not_applicable": n_a, "feature_seconds": seconds,
+            "features": {m: int(x.shape[1]) for m, x in X.items()},
+            "probe_seconds": round(time.perf_counter() - t_probe, 1),
+        }
+    bar.close()
+    settings = {"folds": folds, "seed": seed, "split": split or "per task", "probes": list(probes or ()),
+                "shots": [str(s) for s in (shots or ())], "methods": list(methods),
+                "specs": [s.name + ":" + "/".join(s.bands) for s in specs],
+                "interval": "95 % Student t over folds"}
+    return EvalResult(rows, facts, settings)
+
+
+# %% [markdown]
+# **Tables and verdicts.** `results_markdown` writes one probe's summary as markdown tables;
+# `compare` asks of one method, per task, whether it beats the best of the others, with the
+# interval of the paired per-fold difference.
+
+# %%
+#| export evaluation.report
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from aef_lit.evaluation import probes as _pr
 
 
 def _cell(m: float, h: float, bold: bool) -> str:
@@ -865,12 +842,13 @@ def results_markdown(summary, tasks: Mapping[str, dict], probe: str = "knn3",
                 out.append(f"| {task}{mark} | {gm['split'].iloc[0]} | {method} | " + " | ".join(cells) + " |")
             for method in info.get("not_applicable", {}):
                 if methods is None or method in methods:
-                    out.append(f"| {task}{mark} | {info['split']} | {method} | " + " | ".join(["n/a"] * len(shots)) + " |")
+                    na = " | ".join(["n/a"] * len(shots))
+                    out.append(f"| {task}{mark} | {info['split']} | {method} | {na} |")
         out += [""] + [n + "  " for n in notes] + ([""] if notes else [])
     return "\n".join(out)
 
 
-def compare(result: EvalResult, method: str, probe: str = "knn3", shots: str = "10",
+def compare(result, method: str, probe: str = "knn3", shots: str = "10",
             against: Sequence[str] | None = None, level: float = 0.95):
     """Per task: `method` against the best of `against` (default: every other method) at one probe
     and shot count, with the paired per-fold difference and its interval, and a verdict
@@ -894,651 +872,79 @@ def compare(result: EvalResult, method: str, probe: str = "knn3", shots: str = "
         d, h = _pr.paired_difference([r for r in result.rows if r["task"] == task], method, best["method"], metric,
                                      level, probe=probe, shots=shot)
         verdict = "better" if d - h > 0 else "worse" if d + h < 0 else "tie"
-        out.append({"task": task, "metric": metric, "shots": shot, method: float(sub[sub["method"] == method][metric].iloc[0]),
+        mine = float(sub[sub["method"] == method][metric].iloc[0])
+        out.append({"task": task, "metric": metric, "shots": shot, method: mine,
                     "best other": best["method"], "its score": float(best[metric]), "difference": d, "ci": h,
                     "verdict": verdict, "leak": info["leak"], "pseudo": info["pseudo"]})
     return pd.DataFrame(out)
 
 
-def _features(method: Method, task: Task, cache_dir: Path | None) -> list[np.ndarray]:
-    if cache_dir is None:
-        return method(task.samples, task.periods)
-    h = hashlib.sha1(json.dumps([method.key(), task.name, len(task.samples), task.periods,
-                                 [s.grid.transform for s in task.samples[:3]]], default=str).encode()).hexdigest()[:20]
-    f = Path(cache_dir) / f"{task.name}-{method.name}-{h}.npz"
-    if f.exists():
-        with np.load(f) as z:
-            return [z[f"a{i}"] for i in range(len(z.files))]
-    feats = method(task.samples, task.periods)
-    f.parent.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_name(f.name + ".tmp.npz")
-    np.savez(tmp, **{f"a{i}": a for i, a in enumerate(feats)})
-    tmp.replace(f)
-    return feats
-
-
-def feature_matrix(feats: Sequence[np.ndarray], table: PixelTable, standardise: bool) -> np.ndarray:
-    """`N F` features of the table's pixels (z-scored per feature when `standardise`; NaN -> mean)."""
-    x = np.stack([feats[s][:, r, c] for s, r, c in zip(table.sample, table.row, table.col)]).astype(np.float64)
-    ok = np.isfinite(x)
-    mean = np.nanmean(np.where(ok, x, np.nan), 0) if ok.any() else np.zeros(x.shape[1])
-    mean = np.nan_to_num(mean)
-    x = np.where(ok, x, mean)
-    if standardise:
-        sd = x.std(0)
-        x = (x - mean) / np.where(sd > 0, sd, 1.0)
-    return x
-
-
-def default_methods(model=None, name: str = "model", untrained_seeds: Sequence[int] = (0, 1),
-                    baselines: Sequence[str] = _bl.BASELINES, arch=None, device: str = "cpu",
-                    tile: int | None = None) -> dict[str, Method]:
-    """The model (if given), untrained networks of its architecture (or `arch`), and the baselines."""
-    methods: dict[str, Method] = {}
-    if model is not None:
-        methods[name] = ModelMethod(model, name, tile)
-    cfg = arch if arch is not None else (model.cfg if model is not None else None)
-    if cfg is not None:
-        for s in untrained_seeds:
-            methods[f"untrained_{s}"] = ModelMethod(untrained_model(cfg, s, device), f"untrained_{s}", tile)
-    for b in baselines:
-        methods[b] = BaselineMethod(b)
-    return methods
-
-
-def evaluate(methods: Mapping[str, Method], tasks: Sequence[str | Task] | str = "all", folds: int = 20,
-             seed: int = 0, split: str | None = None, shots: Sequence[int | str] | None = None,
-             probes: Sequence[str] | None = None, specs: Sequence[SourceSpec] = DEFAULT_INPUTS, root=None,
-             model_meta: Mapping[str, Any] | None = None, cache_dir: str | Path | None = None,
-             progress: bool = True) -> EvalResult:
-    """The sparse-label protocol for every task and method (see the chapter).
-
-    Args:
-        methods: name -> Method (see `default_methods`).
-        tasks: "all", task names (see TASKS) or built `Task`s.
-        split: override every task's split (e.g. "pixels" to measure how much it flatters).
-        specs: the input sources tasks are built for (the evaluated model's `input_sources`).
-        model_meta: the evaluated model's config.json, to flag leaked tasks.
-        cache_dir: a folder for method features (embeddings), keyed by method and task.
-    """
-    from tqdm.auto import tqdm
-
-    names = list(TASKS) if tasks == "all" else [tasks] if isinstance(tasks, (str, Task)) else list(tasks)
-    for t in names:
-        if isinstance(t, str) and t not in TASKS:
-            raise ValueError(f"unknown task {t!r}; choose from {', '.join(TASKS)} (or 'all')")
-    if not methods:
-        raise ValueError("no methods to evaluate")
-    rows: list[dict] = []
-    facts: dict[str, dict] = {}
-    bar = tqdm(total=len(names) * (len(methods) + folds), desc="evaluation", disable=not progress)
-    for t in names:
-        task = t if isinstance(t, Task) else build_task(t, specs, root)
-        table = pixel_table(task)
-        feats, n_a, seconds = {}, {}, {}
-        for mname, method in methods.items():
-            bar.set_postfix_str(f"{task.name}: {mname}")
-            t0 = time.perf_counter()
-            try:
-                feats[mname] = _features(method, task, Path(cache_dir) if cache_dir else None)
-            except _bl.NotApplicable as e:
-                n_a[mname] = str(e)
-            seconds[mname] = round(time.perf_counter() - t0, 3)
-            bar.update(1)
-        keep = np.ones(len(table), bool)  # pixels every embedding covers
-        for mname, f in feats.items():
-            if methods[mname].embedding:
-                x = np.stack([f[s][:, r, c] for s, r, c in zip(table.sample, table.row, table.col)])
-                keep &= np.isfinite(x).all(1)
-        if not keep.all():
-            log.warning("%s: %d of %d pixels have no embedding from some method; left out for all",
-                        task.name, int((~keep).sum()), len(table))
-            table = PixelTable(*(getattr(table, k)[keep] if k != "group_names" else table.group_names
-                                 for k in ("y", "xy", "group", "group_names", "sample", "row", "col")))
-        X = {m: feature_matrix(f, table, methods[m].standardise) for m, f in feats.items()}
-        fold_bar = lambda: bar.update(1)  # noqa: E731
-        t_probe = time.perf_counter()
-        task_rows = _pr.run_trials(X, table.y, split_function(task, table, split), task.kind, shots, probes, folds,
-                                   seed, progress=fold_bar) if X else []
-        for r in task_rows:
-            r["task"] = task.name
-        rows += task_rows
-        present = np.unique(table.y) if task.kind == "classification" else []
-        facts[task.name] = {
-            "kind": task.kind, "split": split or task.split, "pixels": int(len(table)),
-            "sites": list(table.group_names), "classes": [task.classes[int(c)] for c in present],
-            "units": task.units, "pseudo": task.pseudo, "leak": leak_reason(task, model_meta),
-            "description": task.description, "not_applicable": n_a, "feature_seconds": seconds,
-            "features": {m: int(x.shape[1]) for m, x in X.items()},
-            "probe_seconds": round(time.perf_counter() - t_probe, 1),
-        }
-    bar.close()
-    settings = {"folds": folds, "seed": seed, "split": split or "per task", "probes": list(probes or ()),
-                "shots": [str(s) for s in (shots or ())], "methods": list(methods),
-                "specs": [s.name + ":" + "/".join(s.bands) for s in specs],
-                "interval": "95 % Student t over folds"}
-    return EvalResult(rows, facts, settings)
-
-
 # %% [markdown]
-# ## Properties before results
+# ## Properties on real tasks
 #
-# The machinery is checked on real tasks before any number is read from it.
+# The machinery is checked on real tasks before chapter 26 reads any number from it. No
+# network is needed for these checks; the shipped model's `config.json` says which inputs the
+# tasks are built for and which labels it was trained to decode.
 #
 # 1. **A leaked task is flagged**: for the shipped model, WorldCover at Portugal and
 #    Hungary leaks; at Sweden it does not; slope never does.
-# 2. **A raster of embeddings scores exactly like the model that made it**: we write the
-#    shipped model's embeddings of one task to a float GeoTIFF, evaluate the file, and get the
-#    same numbers fold for fold. That is what lets the same code score Google's layer.
-# 3. **Untrained networks differ by seed** and are not the trained model.
+# 2. **The scale has both ends**: on the Swedish WorldCover map, a feature that *is* the label
+#    (one-hot) scores a balanced accuracy of 1 with every probe and shot count, and Gaussian
+#    noise scores chance, within its interval. The designed baselines fall in between. (A
+#    random pixel split, so that every class is in every training pool: a blocked fold may miss
+#    a rare class, and then not even the label itself can name it.)
 
 # %%
-import tempfile
-
-import matplotlib.pyplot as plt
 import pandas as pd
-import torch
+from IPython.display import Markdown, display
 
-from aef_lit.conventions import select_device
-from aef_lit.training import PRETRAINED, load_pretrained
+from aef_lit.training import PRETRAINED, model_config_from_json
 
 real = find_eo_real(required=data == "real") is not None and data != "synthetic"
 if not real:
     raise SystemExit("this chapter evaluates on the real samples: put eo_real/ at ../shared/eo_real "
                      "or set $AEF_EO_REAL (see chapter 2)")
-dev = select_device(device)
 folder = Path(model_dir) if model_dir else PRETRAINED
-model, cfg = load_pretrained(folder, device=dev)
 meta = json.loads((folder / "config.json").read_text())
-specs = cfg.input_sources
-print("evaluating", folder.name, "on", dev, "| inputs:", [f"{s.name}: {' '.join(s.bands)}" for s in specs])
+specs = model_config_from_json(meta["model_config"]).input_sources
+print("tasks for", folder.name, "| inputs:", [f"{s.name}: {' '.join(s.bands)}" for s in specs])
 
 tasks = {name: build_task(name, specs) for name in TASKS}
+pd.DataFrame({name: {"kind": t.kind, "split": t.split, "samples": len(t.samples), "pixels": len(pixel_table(t)),
+                     "leak": leak_reason(t, meta) or "-", "pseudo": t.pseudo}
+              for name, t in tasks.items()}).T
+
+# %%
 for name in ("worldcover_portugal", "worldcover_hungary", "worldcover_sweden", "belgium_slope"):
     print(f"{name:22s} leak: {leak_reason(tasks[name], meta) or '-'}")
 assert leak_reason(tasks["worldcover_hungary"], meta) and leak_reason(tasks["worldcover_portugal"], meta)
 assert not leak_reason(tasks["worldcover_sweden"], meta) and not leak_reason(tasks["belgium_slope"], meta)
 
-# (2) a float GeoTIFF of the model's embeddings scores exactly like the model
-import rasterio
-
-t_b = tasks["belgium_cropland"]
-mu = embed_sample(model, t_b.samples[0], t_b.periods[0])
-g = t_b.samples[0].grid
-tmpdir = Path(tempfile.mkdtemp())
-with rasterio.open(tmpdir / "belgium_embedding.tif", "w", driver="GTiff", height=g.height, width=g.width,
-                   count=mu.shape[0], dtype="float32", crs=g.rio_crs, transform=g.affine) as dst:
-    dst.write(mu)
-pair = {"model": ModelMethod(model), "file": RasterMethod(tmpdir / "belgium_embedding.tif", "file")}
-check = evaluate(pair, [t_b], folds=3, seed=seed, progress=False)
-a = [r["balanced_accuracy"] for r in check.rows if r["method"] == "model"]
-b = [r["balanced_accuracy"] for r in check.rows if r["method"] == "file"]
-assert a == b, (a, b)
-print("the embedding GeoTIFF scores exactly like the model, fold for fold:", np.round(a[:6], 3), "...")
-
-# (3) untrained networks differ by seed, and from the trained model
-u0, u1 = (untrained_model(cfg, s) for s in (0, 1))
-e0, e1 = (embed_sample(u, t_b.samples[0], t_b.periods[0]) for u in (u0, u1))
-assert not np.allclose(e0, e1) and not np.allclose(e0, mu)
-assert np.allclose((e0 ** 2).sum(0), 1.0, atol=1e-4)  # still unit vectors: the summariser normalises
-print("untrained seeds 0 and 1: mean cosine between their embeddings", round(float((e0 * e1).sum(0).mean()), 3))
+sweden = tasks["worldcover_sweden"]
+lab = sweden.labels[0]
+onehot = np.eye(len(WORLDCOVER_CLASSES), dtype=np.float32)[np.maximum(lab, 0)].transpose(2, 0, 1)
+noise = np.random.default_rng(seed).normal(size=(16, *lab.shape)).astype(np.float32)
+ends = {"label itself": CallableMethod(lambda s, p: onehot, "label itself"),
+        "noise": CallableMethod(lambda s, p: noise, "noise"),
+        "composite": BaselineMethod("composite"), "xy": BaselineMethod("xy")}
+check = evaluate(ends, [sweden], folds=max(2, folds // 4), seed=seed, split="pixels", progress=False)
+cs = check.summary
+assert (cs[cs["method"] == "label itself"]["balanced_accuracy"] == 1.0).all()
+chance = 1 / len(check.tasks[sweden.name]["classes"])
+for _, r in cs[cs["method"] == "noise"].iterrows():
+    assert abs(r["balanced_accuracy"] - chance) < r["balanced_accuracy_ci"] + 0.03, r.to_dict()
+display(Markdown(check.markdown("knn3")))
 
 # %% [markdown]
-# The leak is easy to see without any probe: the shipped model's own land-cover decoder
-# (chapter 13), applied to its embeddings of a whole site, predicts WorldCover directly.
-
-# %%
-from aef_lit.evaluation.probes import balanced_accuracy
-
-
-def decoder_landcover(task):
-    """Balanced accuracy of the model's land-cover decoder on a WorldCover task (no probe)."""
-    s, lab = task.samples[0], task.labels[0]
-    z = torch.from_numpy(embed_sample(model, s, task.periods[0]))[None].to(dev)
-    with torch.no_grad():
-        logits = model.decode("landcover", z, torch.full((1,), 0.5, device=dev))
-    pred = logits.argmax(1)[0].cpu().numpy()
-    ok = (lab >= 0) & observed(s, task.periods[0])
-    return balanced_accuracy(lab[ok], pred[ok])
-
-
-dec = {p: decoder_landcover(tasks[f"worldcover_{p}"]) for p in GREENEARTHNET_PLACES}
-print("the shipped model's land-cover decoder, no probe, balanced accuracy:",
-      {p: round(v, 3) for p, v in dec.items()})
-assert min(dec["portugal"], dec["hungary"]) > dec["sweden"] + 0.1  # trained there, not at Sweden
-
-# %% [markdown]
-# ## The evaluation of the shipped model
-#
-# All tasks, the shipped model, two untrained networks of its architecture and the six
-# designed baselines; 20 folds; kNN (k = 1 and 3) and linear probes at 1, 10 and max shots.
-
-# %%
-t0 = time.perf_counter()
-methods = default_methods(model, "shipped", untrained_seeds=(0, 1), device=str(dev))
-result = evaluate(methods, list(tasks.values()), folds=folds, seed=seed, model_meta=meta, progress=False)
-elapsed = time.perf_counter() - t0
-summary = result.summary
-print(f"{len(result.rows)} fold scores in {elapsed:.0f} s")
-facts = pd.DataFrame({t: {"pixels": f["pixels"], "split": f["split"], "classes": ", ".join(f["classes"]) or f["units"],
-                          "leak": f["leak"] or "-", "pseudo": f["pseudo"],
-                          "n/a": ", ".join(f["not_applicable"]) or "-"} for t, f in result.tasks.items()}).T
-facts
-
-# %% [markdown]
-# The headline numbers, with the kNN (k = 3) probe. Leaked tasks and pseudo-labels are marked
-# in the task column; the best mean of each task and shot count is in bold. Every number is
-# computed by the cell above when the book is built; the lab notes (appendix) record the
-# tables of earlier runs.
-
-# %%
-from IPython.display import Markdown, display
-
-display(Markdown(result.markdown("knn3")))
-
-# %% [markdown]
-# ## Where the shipped model stands
-#
-# The question the paper asks of every method is whether it beats the best alternative. For
-# each task, at 10 shots with the kNN-3 probe, the shipped model's score against the best
-# other method, with the 95 % interval of their per-fold difference (the folds are shared,
-# so the difference is paired): *better* or *worse* when the interval excludes zero, else a
-# *tie*. First against everything, then against the untrained networks alone: what training
-# bought.
-
-# %%
-others = [m for m in methods if m != "shipped"]
-verdict = compare(result, "shipped", "knn3", "10", against=others)
-vs_untrained = compare(result, "shipped", "knn3", "10", against=["untrained_0", "untrained_1"])
-display(verdict.round(3))
-display(vs_untrained[["task", "shipped", "best other", "its score", "difference", "ci", "verdict", "leak"]].round(3))
-
-
-def sentence(row):
-    flag = " (leaked)" if row["leak"] else " (pseudo-labels)" if row["pseudo"] else ""
-    return (f"- `{row['task']}`{flag}: {row['shipped']:.3f} against {row['best other']} {row['its score']:.3f}, "
-            f"difference {row['difference']:+.3f} ± {row['ci']:.3f}: **{row['verdict']}**")
-
-
-clean = verdict[(verdict["leak"] == "")]
-lines = ["At 10 shots (kNN-3), on the tasks without a leak, the shipped model is "
-         f"better on {int((clean['verdict'] == 'better').sum())}, tied on {int((clean['verdict'] == 'tie').sum())} "
-         f"and worse on {int((clean['verdict'] == 'worse').sum())} of {len(clean)}, against the best other method:"]
-lines += [sentence(r) for _, r in verdict.iterrows()]
-ut = vs_untrained[vs_untrained["leak"] == ""]
-lines += ["", f"Against the untrained networks alone it is better on {int((ut['verdict'] == 'better').sum())} "
-          f"of {len(ut)} tasks without a leak."]
-display(Markdown("\n".join(lines)))
-
-# %% [markdown]
-# These sentences are written by the cell above from the numbers it just computed, so they
-# stay true when the model changes. When this chapter was written (December 2026, the model
-# shipped by chapter 21: 0.8 M parameters, 85 CPU-minutes on Portugal and Hungary), they said
-# that it does not yet map new places from few labels better than a per-pixel composite: it
-# ties the best baseline on the Swedish WorldCover map and in Flanders, and loses in Slovenia,
-# Belgium and South Sudan (where, at 10 shots, the pixels' *location* beats every feature: the
-# survey classes cluster by region, and 1.28 km thinning does not stop a lookup across a
-# region). It beats its untrained twin on WorldCover at the training sites by a wide margin,
-# which is the leak at work (its decoder alone scores 0.72 and 0.84 there, 0.04 at Sweden),
-# and by a little on Slovenia and Flanders. The lab notes (appendix) keep the full table of
-# that run.
-#
-# ## Balanced accuracy against shots
-#
-# One panel per classification task, one line per method with its 95 % band. The trained
-# model in black, the untrained networks dashed, the designed baselines in colour.
-
-# %%
-cls_tasks = [t for t, f in result.tasks.items() if f["kind"] == "classification"]
-style = {"shipped": dict(color="k", lw=2.5), "untrained_0": dict(color="0.45", ls="--"),
-         "untrained_1": dict(color="0.65", ls="--")}
-style |= {b: dict(color=f"C{i}", lw=1.2) for i, b in enumerate(_bl.BASELINES)}  # one colour per method everywhere
-fig, axes = plt.subplots(2, (len(cls_tasks) + 1) // 2, figsize=(16, 7), sharey=True)
-for ax, task in zip(axes.flat, cls_tasks):
-    sub = summary[(summary["task"] == task) & (summary["probe"] == "knn3")]
-    for method, gm in sub.groupby("method", sort=False):
-        xs = np.arange(len(gm))
-        kw = style.get(method, dict(lw=1.2))
-        line, = ax.plot(xs, gm["balanced_accuracy"], marker="o", ms=3, label=method, **kw)
-        ax.fill_between(xs, gm["balanced_accuracy"] - gm["balanced_accuracy_ci"],
-                        gm["balanced_accuracy"] + gm["balanced_accuracy_ci"], color=line.get_color(), alpha=0.12)
-    info = result.tasks[task]
-    ax.axhline(1 / len(info["classes"]), color="grey", ls=":", lw=1)
-    ax.set_xticks(range(3), ["1", "10", "max"])
-    ax.set_title(task + (" (leak)" if info["leak"] else "") + (" (pseudo)" if info["pseudo"] else ""), fontsize=10)
-for ax in axes.flat[len(cls_tasks):]:
-    ax.set_axis_off()
-axes.flat[0].set_ylabel("balanced accuracy (kNN, k = 3)")
-axes.flat[0].legend(fontsize=7, ncol=2)
-plt.tight_layout()
-plt.show()
-
-# %% [markdown]
-# ## What a 10-shot map looks like
-#
-# The kNN map of the Swedish site from 10 labelled pixels per class drawn in the training
-# blocks of one fold, beside the WorldCover labels, for the shipped model and the best
-# designed baseline; and the confusion matrix of the model's predictions on that fold's
-# test blocks.
-
-# %%
-task = tasks["worldcover_sweden"]
-table = pixel_table(task)
-split0 = split_function(task, table)(_pr.fold_generator(seed, 0), 0)
-train = _pr.balanced_sample(table.y, split0.pool, 10, _pr.fold_generator(seed, 0, 2))
-sw = summary[(summary["task"] == task.name) & (summary["probe"] == "knn3") & (summary["shots"] == "10")]
-base_best = sw[sw["method"].isin(_bl.BASELINES)].sort_values("balanced_accuracy").iloc[-1]["method"]
-maps, cms = {}, {}
-for mname in ("shipped", base_best):
-    X = feature_matrix(_features(methods[mname], task, None), table, methods[mname].standardise)
-    pred = _pr.knn_classify(X[train], table.y[train], X, 3)
-    m = np.full(task.samples[0].grid.shape, np.nan)
-    m[table.row, table.col] = pred
-    maps[mname] = m
-    cms[mname] = _pr.confusion_matrix(table.y[split0.test], pred[split0.test], len(WORLDCOVER_CLASSES))
-truth = np.where(task.labels[0] >= 0, task.labels[0], np.nan)
-test_mask = np.zeros(truth.shape, bool)
-test_mask[table.row[split0.test], table.col[split0.test]] = True
-fig, ax = plt.subplots(1, 4, figsize=(17, 4.4))
-kw = dict(cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
-ax[0].imshow(truth, **kw)
-ax[0].set_title("WorldCover (classes scored)")
-from matplotlib.patches import Patch
-
-ax[0].legend(handles=[Patch(color=plt.cm.tab10(i / 9), label=WORLDCOVER_CLASSES[i]) for i in sorted({int(c) for c in table.y})],
-             fontsize=7, loc="lower right")
-for a, (mname, m) in zip(ax[1:3], maps.items()):
-    a.imshow(m, **kw)
-    a.contour(test_mask, levels=[0.5], colors="w", linewidths=0.8)
-    ba = _pr.balanced_accuracy(table.y[split0.test], m[table.row[split0.test], table.col[split0.test]])
-    a.set_title(f"kNN-3 from 10/class: {mname}\n(test blocks outlined; balanced acc. {ba:.2f})", fontsize=9)
-rr, cc = table.row[train], table.col[train]
-ax[1].scatter(cc, rr, s=12, c="k", marker="x")
-present = sorted({int(c) for c in table.y})
-cm = cms["shipped"][np.ix_(present, present)]
-ax[3].imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
-ax[3].set_xticks(range(len(present)), [WORLDCOVER_CLASSES[i] for i in present], rotation=45, fontsize=8)
-ax[3].set_yticks(range(len(present)), [WORLDCOVER_CLASSES[i] for i in present], fontsize=8)
-for (i, j), v in np.ndenumerate(cm):
-    ax[3].text(j, i, str(v), ha="center", va="center", fontsize=7)
-ax[3].set_xlabel("predicted")
-ax[3].set_ylabel("WorldCover")
-ax[3].set_title("shipped model, test blocks (row-normalised colour)", fontsize=9)
-for a in ax[:3]:
-    a.set_axis_off()
-plt.tight_layout()
-plt.show()
-
-# %% [markdown]
-# ## Looking inside: what the representations are like
-#
-# A probe score says *whether* features help, not *why*. Four numbers describe a set of
-# per-pixel vectors without any label, and they are the first thing to look at when a trained
-# model ties its untrained twin:
-#
-# - the **effective rank**: $\exp$ of the entropy of the normalised squared singular values of
-#   the centred vectors; how many directions the pixels really spread along (64 at most);
-# - the share of variance in the **top 5 directions**;
-# - the mean **|cos|** between random pairs of pixels (uncentred): 1 means every pixel points
-#   the same way, the collapse that the uniformity term (chapter 16) is there to prevent;
-# - the **neighbour overlap** with another representation: the share of each pixel's 10 nearest
-#   neighbours (among 2,000 sampled pixels) that the two agree on; a trained model that keeps
-#   the untrained network's neighbourhoods has learnt little that kNN can use.
-
-# %%
-#| export
-def representation_stats(x: np.ndarray, pairs: int = 20_000, seed: int = 0) -> dict[str, float]:
-    """Label-free diagnostics of `N x F` vectors: effective rank, top-5 variance share, mean |cos|."""
-    x = np.asarray(x, np.float64)
-    c = x - x.mean(0)
-    sv2 = np.linalg.svd(c, compute_uv=False) ** 2
-    p = sv2 / max(sv2.sum(), 1e-300)
-    nz = p[p > 0]
-    rng = np.random.default_rng(seed)
-    i, j = rng.integers(0, len(x), (2, pairs))
-    keep = i != j
-    n = np.linalg.norm(x, axis=1)
-    cos = (x[i[keep]] * x[j[keep]]).sum(1) / np.maximum(n[i[keep]] * n[j[keep]], 1e-12)
-    return {"effective_rank": float(np.exp(-(nz * np.log(nz)).sum())), "top5_variance": float(p[:5].sum()),
-            "mean_abs_cos": float(np.abs(cos).mean()), "dims": int(x.shape[1])}
-
-
-def neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int = 10, sample: int = 2000, seed: int = 0) -> float:
-    """Mean share of each point's k nearest neighbours (among `sample` random rows) that the two
-    representations `a` and `b` (same rows) agree on: 1 = same neighbourhoods, ~k/sample = unrelated."""
-    if len(a) != len(b):
-        raise ValueError(f"the representations have {len(a)} and {len(b)} rows")
-    idx = np.random.default_rng(seed).choice(len(a), size=min(sample, len(a)), replace=False)
-    na = _pr.nearest_neighbours(a[idx], a[idx], k + 1)[:, 1:]  # drop the point itself
-    nb = _pr.nearest_neighbours(b[idx], b[idx], k + 1)[:, 1:]
-    return float(np.mean([len(set(u) & set(v)) / k for u, v in zip(na, nb)]))
-
-
-# %%
-task = tasks["worldcover_sweden"]
-table = pixel_table(task)
-reps = {m: feature_matrix(_features(methods[m], task, None), table, methods[m].standardise)
-        for m in ("shipped", "untrained_0", "untrained_1", "composite", "mosaiks")}
-stats = pd.DataFrame({m: representation_stats(x) for m, x in reps.items()}).T
-stats["overlap with untrained_0"] = [neighbour_overlap(x, reps["untrained_0"]) for x in reps.values()]
-stats["overlap with composite"] = [neighbour_overlap(x, reps["composite"]) for x in reps.values()]
-display(stats.round(3))
-assert stats.loc["untrained_0", "overlap with untrained_0"] == 1.0
-fig, ax = plt.subplots(figsize=(6, 3.4))
-for m, x in reps.items():
-    sv2 = np.linalg.svd(x - x.mean(0), compute_uv=False) ** 2
-    ax.semilogy(np.arange(1, len(sv2) + 1), sv2 / sv2.sum(), label=m, **{k: v for k, v in style.get(m, {}).items()
-                                                                       if k in ("color", "ls")})
-ax.set_xlabel("direction (singular value rank)")
-ax.set_ylabel("share of variance")
-ax.set_title("Sweden: how the pixels spread, per representation")
-ax.legend(fontsize=8)
-plt.tight_layout()
-plt.show()
-
-# %% [markdown]
-# ## How much a random split flatters
-#
-# The same raster tasks, the same methods and probes, with a random pixel split instead of
-# blocks: the gain is what interpolating the label map is worth to each method.
-
-# %%
-raster = [t for t in ("worldcover_portugal", "worldcover_hungary", "worldcover_sweden", "slovenia_lulc",
-                      "belgium_cropland")]
-flat = evaluate(methods, [tasks[t] for t in raster], folds=max(2, folds // 2), seed=seed, split="pixels",
-                probes=("knn3",), shots=("max",), model_meta=meta, progress=False)  # a contrast: half the folds
-fs = flat.summary
-both = fs.merge(summary[summary["probe"] == "knn3"], on=("task", "method", "probe", "shots"),
-                suffixes=("_pixels", "_blocks"))
-both["flattery"] = both["balanced_accuracy_pixels"] - both["balanced_accuracy_blocks"]
-gain = both[both["shots"] == "max"].pivot(index="method", columns="task", values="flattery")[raster]
-print("balanced accuracy, random pixel split minus block split (kNN-3, max shots):")
-print(gain.round(3).to_string())
-fig, ax = plt.subplots(figsize=(10, 4.2))
-im = ax.imshow(gain.to_numpy(), cmap="Reds", vmin=0, aspect="auto")
-ax.set_xticks(range(len(raster)), [t.replace("worldcover_", "WorldCover ") for t in raster], fontsize=8)
-ax.set_yticks(range(len(gain)), gain.index, fontsize=8)
-for (i, j), v in np.ndenumerate(gain.to_numpy()):
-    ax.text(j, i, "n/a" if not np.isfinite(v) else f"{v:+.2f}", ha="center", va="center", fontsize=8)
-plt.colorbar(im, ax=ax, label="flattery (balanced accuracy)")
-ax.set_title("what a random pixel split adds (kNN-3, max shots)")
-plt.tight_layout()
-plt.show()
-assert (gain.to_numpy() > -0.05).mean() > 0.8  # a random split almost never hurts
-
-# %% [markdown]
-# ## The command line
-#
-# `aef-eval` runs the same evaluation from a shell and writes the JSON that the tables above
-# come from:
-#
-# ```bash
-# aef-eval --model data/models/aef-tiny-greenearthnet --tasks all --out runs/eval.json
-# aef-eval --embeddings my_aef_tile.tif --tasks belgium_cropland     # any embedding raster
-# aef-eval --embeddings my_aef_tile.tif --labels my_labels.tif       # your own labels
-# aef-eval --model DIR --update-card                                 # the probe table into its card
-# ```
-
-# %%
-#| export
-def labels_task(labels_path: str | Path, kind: str | None = None, name: str | None = None) -> Task:
-    """A task from a label GeoTIFF (band 1; nodata = unlabelled; integer = classes) for embedding
-    rasters alone: it has no input frames, so only embeddings and `xy` can be scored on it."""
-    import rasterio
-
-    with rasterio.open(labels_path) as src:
-        lab = src.read(1)
-        nodata = src.nodata
-        grid = Grid(src.crs.to_string() if src.crs else "EPSG:4326", tuple(src.transform)[:6], src.height, src.width)
-    kind = kind or ("classification" if np.issubdtype(lab.dtype, np.integer) else "regression")
-    ok = np.ones(lab.shape, bool) if nodata is None else lab != nodata
-    if kind == "classification":
-        values = np.unique(lab[ok])
-        ids = np.where(ok, np.searchsorted(values, lab), -1).astype(np.int64)
-        classes = tuple(str(v) for v in values)
-        labels = _min_count([ids], MIN_CLASS_PIXELS)
-    else:
-        labels, classes = [np.where(ok & np.isfinite(lab), lab.astype(np.float64), np.nan)], ()
-    frames = SourceFrames(np.ones((1, 1, *lab.shape), np.float32), [0.5], name="observed")
-    sample = Sample(Path(labels_path).stem, grid, {"observed": frames},
-                    {"observed": SourceSpec("observed", ("one",), "optical")})
-    return Task(name or f"labels_{Path(labels_path).stem}", kind, [sample], labels, [(0.0, 1.0)], [sample.site],
-                "blocks", classes, description=f"labels from {Path(labels_path).name}")
-
-
-def build_eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="aef-eval", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Score embeddings with the sparse-label protocol of AlphaEarth Foundations (chapter 25): "
-                    "kNN and linear probes at 1, 10 and max samples per class over random spatial folds, "
-                    "against designed baselines and untrained networks, on the real tasks of eo_real/.")
-    p.add_argument("--model", default=None, help="a model folder (model.safetensors + config.json); "
-                   "default: the shipped model, unless --embeddings is given")
-    p.add_argument("--embeddings", default=None, help="an embedding GeoTIFF to score (float bands, or the AEF "
-                   "int8 format: -128 nodata); warped onto each task's grid")
-    p.add_argument("--labels", default=None, help="a label GeoTIFF (band 1, nodata = unlabelled) to score "
-                   "--embeddings on, instead of the built-in tasks")
-    p.add_argument("--kind", choices=("classification", "regression"), default=None,
-                   help="the kind of --labels (default: integer labels are classes)")
-    p.add_argument("--tasks", nargs="+", default=["all"], help=f"'all' or task names: {', '.join(TASKS)}")
-    p.add_argument("--baselines", nargs="*", default=list(_bl.BASELINES),
-                   help="designed baselines to score beside the embeddings (none: give the flag alone)")
-    p.add_argument("--untrained-seeds", nargs="*", type=int, default=[0, 1],
-                   help="seeds of untrained networks of the model's architecture (none: give the flag alone)")
-    p.add_argument("--folds", type=int, default=20, help="random folds per trial (the protocol: at least 20)")
-    p.add_argument("--shots", nargs="+", default=None, help="training samples per class, e.g. 1 10 max "
-                   "(default: 1 10 max; regressions 10 100 max)")
-    p.add_argument("--probes", nargs="+", default=None, help="probes: knn1 knn3 linear (default: all three)")
-    p.add_argument("--split", choices=_pr.SPLITS, default=None,
-                   help="override every task's split (e.g. pixels, to see how much it flatters)")
-    p.add_argument("--table-probe", default="knn3", help="the probe whose results the printed table shows")
-    p.add_argument("--tile", type=int, default=None, help="tile size the model embeds in (default: its training "
-                   "tile; 0 = the whole site in one pass)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps or xla")
-    p.add_argument("--seed", type=int, default=0, help="seed of the folds (the same for every method)")
-    p.add_argument("--out", default="aef-eval.json", help="where the JSON of every fold and the summary goes")
-    p.add_argument("--cache", default=None, help="a folder to cache features in (embeddings are reused on reruns)")
-    p.add_argument("--eo-real", default=None, help="the eo_real/ folder (default: $AEF_EO_REAL or ../shared/eo_real)")
-    p.add_argument("--update-card", action="store_true",
-                   help="write the probe table into the model folder's config.json and MODEL_CARD.md")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
-
-
-def _parse_shots(values):
-    if values is None:
-        return None
-    out = []
-    for v in values:
-        if v == "max":
-            out.append("max")
-        elif v.isdigit() and int(v) > 0:
-            out.append(int(v))
-        else:
-            raise SystemExit(f"aef-eval: --shots takes positive integers or 'max', got {v!r}")
-    return out
-
-
-def update_card(folder: str | Path, result: EvalResult, probe: str = "knn3") -> None:
-    """Put the probe table of `result` into a model folder's config.json (`probes`) and its card."""
-    from aef_lit.training import TrainConfig, model_card, model_config_from_json
-
-    folder = Path(folder)
-    meta = json.loads((folder / "config.json").read_text())
-    meta["probes"] = {"table": result.markdown(probe), "probe": probe, "settings": result.settings,
-                      "tasks": {t: {k: v for k, v in f.items() if not k.endswith("_seconds")}
-                                for t, f in result.tasks.items()},
-                      "reproduce": f"aef-eval --model {folder} --tasks all --update-card"}
-    (folder / "config.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
-    if meta.get("train_config"):
-        card = model_card(model_config_from_json(meta["model_config"]), TrainConfig.from_dict(meta["train_config"]), meta)
-        (folder / "MODEL_CARD.md").write_text(card)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The `aef-eval` command line."""
-    args = build_eval_parser().parse_args(argv)
-    shots = _parse_shots(args.shots)
-    for p in args.probes or ():
-        if not (p == "linear" or (p.startswith("knn") and p[3:].isdigit() and int(p[3:]) > 0)):
-            raise SystemExit(f"aef-eval: unknown probe {p!r} (knn1, knn3, linear)")
-    unknown = [b for b in args.baselines if b not in _bl.BASELINES]
-    if unknown:
-        raise SystemExit(f"aef-eval: unknown baseline(s) {unknown}; choose from {', '.join(_bl.BASELINES)}")
-    if args.folds < 2:
-        raise SystemExit("aef-eval: --folds must be at least 2 (an interval needs two folds)")
-    if args.labels and not args.embeddings:
-        raise SystemExit("aef-eval: --labels scores an --embeddings raster; give both")
-    for f in (args.embeddings, args.labels):
-        if f and not Path(f).exists():
-            raise SystemExit(f"aef-eval: no such file: {f}")
-    tasks = list(TASKS) if args.tasks == ["all"] else args.tasks
-    bad = [t for t in tasks if t not in TASKS]
-    if bad and not args.labels:
-        raise SystemExit(f"aef-eval: unknown task(s) {bad}; choose from {', '.join(TASKS)} or all")
-    if args.update_card and (args.labels or not (args.model or not args.embeddings)):
-        raise SystemExit("aef-eval: --update-card needs a model folder (--model, or the shipped one)")
-    from aef_lit.conventions import select_device
-    from aef_lit.training import PRETRAINED, load_pretrained
-
-    dev = select_device(args.device)
-    model = meta = None
-    methods: dict[str, Method] = {}
-    folder = Path(args.model) if args.model else (None if args.embeddings else PRETRAINED)
-    if folder is not None:
-        if not (folder / "config.json").exists():
-            raise SystemExit(f"aef-eval: {folder} is not a model folder (no config.json)")
-        model, cfg = load_pretrained(folder, device=dev)
-        meta = json.loads((folder / "config.json").read_text())
-    if args.embeddings:
-        methods[Path(args.embeddings).stem] = RasterMethod(args.embeddings)
-    arch = model.cfg if model is not None else None
-    if arch is None and PRETRAINED.exists() and not args.labels:
-        arch = load_pretrained(PRETRAINED)[1]  # untrained networks of the shipped architecture
-    baselines = ["xy"] if args.labels and args.baselines else args.baselines
-    methods.update(default_methods(model, folder.name if folder else "model",
-                                   args.untrained_seeds if not args.labels else (), baselines, arch, str(dev), args.tile))
-    specs = model.cfg.input_sources if model is not None else DEFAULT_INPUTS
-    task_list = [labels_task(args.labels, args.kind)] if args.labels else tasks
-    root = args.eo_real
-    if root is None and not args.labels and find_eo_real(required=False) is None:
-        raise SystemExit("aef-eval: the real samples (eo_real/) were not found; set $AEF_EO_REAL or --eo-real")
-    result = evaluate(methods, task_list, folds=args.folds, seed=args.seed, split=args.split, shots=shots,
-                      probes=args.probes, specs=specs, root=root, model_meta=meta, cache_dir=args.cache,
-                      progress=not args.no_progress)
-    out = result.to_json(args.out)
-    print(result.markdown(args.table_probe))
-    print(f"wrote {out}")
-    if args.update_card:
-        update_card(folder, result, args.table_probe)
-        print(f"updated {folder / 'MODEL_CARD.md'}")
-    return 0
-
+# The table is what `EvalResult.markdown` writes for any evaluation: one row per task and
+# method, one column per shot count, the best mean in bold. Chapter 26 fills it with the
+# shipped model, its untrained twins and all six baselines on every task.
 
 # %% [markdown]
 # ## What this chapter exported
-# `aef_lit.evaluation.core`: `Task`, the builders and `TASKS` / `build_task`; `PixelTable`,
-# `pixel_table`, `split_function`; the methods `ModelMethod` (`embed_sample`), `BaselineMethod`,
-# `CallableMethod`, `RasterMethod` (`read_embedding_raster`, `dequantise_aef`, `warp_to`),
-# `untrained_model`, `default_methods`; `training_targets`, `leak_reason`; `evaluate` and
-# `EvalResult` (`summary`, `markdown`, `to_json`); `update_card`, and `main` behind `aef-eval`.
+# `aef_lit.evaluation.tasks`: `Task`, the builders, `TASKS` and `build_task`;
+# `aef_lit.evaluation.pixels`: `PixelTable`, `pixel_table`, `split_function`, `feature_matrix`;
+# `aef_lit.evaluation.methods`: `Method`, `BaselineMethod`, `CallableMethod`;
+# `aef_lit.evaluation.protocol`: `training_targets`, `leak_reason`, `method_features`, `evaluate`
+# and `EvalResult` (`summary`, `markdown`, `to_json`); `aef_lit.evaluation.report`:
+# `results_markdown` and `compare`. All are importable from `aef_lit.evaluation`.

@@ -509,7 +509,7 @@ plt.show()
 # A chunk is a block of output pixels (a multiple of the stride, about 256 px). To compute
 # it, `embed_chunk` reads one window of every input that covers all the tiles touching the
 # chunk, cuts the tiles, gives each tile only the frames clear on at least 5 % of it (the rule
-# of chapter 20's training rows and chapter 25's evaluation), embeds them in batches, blends
+# of chapter 20's training rows and chapter 26's evaluation), embeds them in batches, blends
 # the kept pixels into the chunk, re-normalises, and writes the chunk as a part file
 # (`OUT.tif.parts/r…_c….npy`, int8 codes or float32). A pixel with no valid observation in
 # the period is nodata (NaN, then −128).

@@ -272,7 +272,7 @@ plt.show()
 # Below, the same 144-pixel chunk of the scene five ways: the *periodic amplitude* is the
 # Fourier amplitude, at the tiling's stride, of the mean cosine between horizontal
 # neighbours (0 = no trace of the tiles). We make maps with tiles of at least 64 pixels
-# (`map_tile`); the evaluation (chapter 25) embeds at the training tile, as the model was
+# (`map_tile`); the evaluation (chapter 26) embeds at the training tile, as the model was
 # trained, and the two agree to a mean cosine of about 0.995 (printed).
 
 # %%

@@ -6,9 +6,9 @@ import warnings
 import numpy as np
 import pytest
 
-from aef_lit.evaluation import baselines as B
 from aef_lit.conventions import DEM, LANDCOVER
 from aef_lit.data import GREENEARTHNET_S2, Grid, Sample, SourceFrames, synthetic_sample
+from aef_lit.evaluation import baselines as B
 
 PERIOD = (18_628.0, 18_993.0)  # 2021
 
@@ -74,7 +74,8 @@ def test_harmonic_fit_recovers_a_clean_curve_and_refuses_short_periods(site):
     truth = np.array([0.3, 0.1, -0.05, 0.02, 0.01])
     curve = B.harmonic_design(fr.times - PERIOD[0], 2) @ truth
     vals = np.broadcast_to(curve[:, None, None, None], fr.values.shape).astype(np.float64)
-    s = Sample(site.site, site.grid, {"s2": SourceFrames(vals, fr.times, fr.valid, name="s2")}, {"s2": site.specs["s2"]})
+    s2 = SourceFrames(vals, fr.times, fr.valid, name="s2")
+    s = Sample(site.site, site.grid, {"s2": s2}, {"s2": site.specs["s2"]})
     coef = B.harmonic_features(s, PERIOD, ridge=0.0)
     ok = np.isfinite(coef[0])
     assert ok.mean() > 0.9

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 import torch
 
-from aef_lit.evaluation import core as E
+from aef_lit import evaluation as E
 from aef_lit.conventions import LANDCOVER, WORLDCOVER_CLASSES, get_config
 from aef_lit.data import GREENEARTHNET_S2, Sample, SourceFrames, synthetic_sample
 from aef_lit.model import build_model
@@ -283,3 +282,23 @@ def test_neighbour_overlap_is_one_for_itself_and_small_for_unrelated():
     assert E.neighbour_overlap(a, rng.normal(size=(1500, 8))) < 0.05
     with pytest.raises(ValueError, match="rows"):
         E.neighbour_overlap(a, a[:10])
+
+
+def test_method_features_are_cached_per_method_and_task(tmp_path):
+    task = _synthetic_task(seed=8, size=32)
+    calls = []
+    feats = np.random.default_rng(8).normal(size=(3, 32, 32)).astype(np.float32)
+
+    def fn(s, p):
+        calls.append(s.site)
+        return feats
+
+    m = E.CallableMethod(fn, "counted")
+    first = E.method_features(m, task, tmp_path)
+    again = E.method_features(m, task, tmp_path)
+    assert len(calls) == 1 and np.array_equal(first[0], again[0]) and np.array_equal(first[0], feats)
+    E.method_features(E.CallableMethod(fn, "other"), task, tmp_path)  # another method: its own entry
+    assert len(calls) == 2
+    for no_cache in (None, ""):
+        E.method_features(m, task, no_cache)
+    assert len(calls) == 4 and len(list(tmp_path.glob("*.npz"))) == 2

@@ -1,4 +1,4 @@
-"""Tabulate training levers with the evaluation (issue 14; the lab notes' lever tables).
+"""Tabulate training levers with the evaluation (the lab notes' lever tables).
 
 Each model JSON is an `aef-eval` result of one trained model (run with `--baselines`
 `--untrained-seeds` empty, same seed and folds); the base JSON holds the baselines and the
@@ -44,7 +44,8 @@ def main(argv=None) -> int:
     baselines = [m for m in summ.method.unique() if not m.startswith("untrained") and m not in names
                  and m in _designed()]
     untrained = [m for m in summ.method.unique() if m.startswith("untrained")]
-    print(f"| task | model | {args.probe} @ {args.shots} | − best baseline | − better untrained |\n|---|---|---|---|---|")
+    print(f"| task | model | {args.probe} @ {args.shots} | − best baseline | − better untrained |")
+    print("|---|---|---|---|---|")
     for task in base.tasks:
         t = sel[sel.task == task]
         if t.empty:

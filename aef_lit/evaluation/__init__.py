@@ -1,57 +1,55 @@
-"""Evaluation (chapters 23-26): probes, baselines, the sparse-label protocol.
+"""Evaluation (chapters 23-26): probes, baselines, the sparse-label protocol, the networks'
+representations and the `aef-eval` command line.
 
 Hand-written: the part's public API, re-exported from the generated modules.
 """
-from aef_lit.evaluation.core import (  # noqa: F401
-    AEF_NODATA,
-    BaselineMethod,
-    CallableMethod,
-    DEFAULT_INPUTS,
+from aef_lit.evaluation.cli import build_eval_parser, main, update_card  # noqa: F401
+from aef_lit.evaluation.methods import BaselineMethod, CallableMethod, Method  # noqa: F401
+from aef_lit.evaluation.networks import (  # noqa: F401
+    ModelMethod,
+    default_methods,
+    embed_pixels,
+    embed_sample,
+    untrained_model,
+)
+from aef_lit.evaluation.pixels import PixelTable, feature_matrix, observed, pixel_table, split_function  # noqa: F401
+from aef_lit.evaluation.protocol import (  # noqa: F401
+    SITE_TARGETS,
     EvalResult,
+    evaluate,
+    leak_reason,
+    method_features,
+    training_targets,
+)
+from aef_lit.evaluation.rasters import (  # noqa: F401
+    AEF_NODATA,
+    RasterMethod,
+    dequantise_aef,
+    labels_task,
+    read_embedding_raster,
+    warp_to,
+)
+from aef_lit.evaluation.report import compare, results_markdown  # noqa: F401
+from aef_lit.evaluation.representations import neighbour_overlap, representation_stats  # noqa: F401
+from aef_lit.evaluation.tasks import (  # noqa: F401
+    DEFAULT_INPUTS,
     FLANDERS_CLASSES,
     GREENEARTHNET_PLACES,
     MIN_CLASS_PIXELS,
     MIN_CLASS_POINTS,
-    Method,
-    ModelMethod,
-    Period,
-    PixelTable,
-    RasterMethod,
-    SITE_TARGETS,
     SOUTH_SUDAN_CLASSES,
     TASKS,
-    Task,
     WORLDCEREAL_SCALE,
+    Period,
+    Task,
     belgium_cropland_task,
     belgium_slope_task,
-    build_eval_parser,
     build_task,
     calendar_period,
-    compare,
-    default_methods,
-    dequantise_aef,
-    embed_pixels,
-    embed_sample,
-    evaluate,
-    feature_matrix,
     flanders_task,
-    labels_task,
-    leak_reason,
-    main,
-    neighbour_overlap,
-    observed,
-    pixel_table,
-    read_embedding_raster,
-    representation_stats,
-    results_markdown,
     select_inputs,
     slovenia_task,
     south_sudan_task,
-    split_function,
-    training_targets,
-    untrained_model,
-    update_card,
-    warp_to,
     worldcover_sites_task,
     worldcover_task,
 )

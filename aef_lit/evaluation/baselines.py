@@ -193,7 +193,7 @@ def mosaiks_features(sample: Sample, period: Period, n_filters: int = 32, size: 
 
 
 BASELINES = ("composite", "composite_5x5", "harmonic", "harmonic_5x5", "xy", "mosaiks")
-"""The designed baselines of chapter 24, by name (chapter 25 adds untrained networks)."""
+"""The designed baselines of chapter 24, by name (chapter 26 adds untrained networks)."""
 _BASE_FNS = {"composite": composite_features, "harmonic": harmonic_features, "xy": xy_features,
              "mosaiks": mosaiks_features}
 

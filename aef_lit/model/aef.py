@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
-from numpy.typing import ArrayLike
 import torch
 from jaxtyping import Bool, Float, Float64
+from numpy.typing import ArrayLike
 from torch import Tensor, nn
 
 from aef_lit.conventions import Batch, ModelConfig, SourceBatch, batch_to, get_config

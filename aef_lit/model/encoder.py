@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import torch
-from jaxtyping import Bool, Float, Float64
+from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from aef_lit.conventions import ModelConfig
