@@ -177,7 +177,7 @@ far = cosine(*timecode_cfg(torch.tensor([t0, t0 + 730.0], dtype=torch.float64), 
 assert far < 0.5 * ours, "codes two years apart must be far less similar than one day apart"
 
 # %% [markdown]
-# The figure the issue asks for: the similarity matrix of the codes of every day of two
+# A picture of the code: the similarity matrix of the codes of every day of two
 # years. The bright diagonal band is "nearby instants are similar"; its width is set by
 # the short wavelengths, the faint off-diagonal stripes by the long ones. On the right, the
 # port's recipe: no structure at all.

@@ -28,8 +28,8 @@
 # towards orthogonality (not towards antipodes, which a plain dot product would reward).
 # The paper reports that $b = 0$ and $b = 0.1$ were both worse than $b = 0.05$.
 #
-# This chapter exports `aef_lit.objective.uniformity`: one function, and the three checks the issue
-# asks for.
+# This chapter exports `aef_lit.objective.uniformity`: one function, and three checks of
+# what it must do.
 
 # %% tags=["parameters"]
 # Parameters (papermill injects values here). Defaults are sized for a 2-core CPU.
