@@ -722,7 +722,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from aef_lit.conventions import DEFAULT_SOURCES, WORLDCOVER_CLASSES, SourceSpec, from_days, to_days
+from aef_lit.conventions import DEFAULT_SOURCES, WORLDCOVER_CLASSES, YEAR_DAYS, SourceSpec, from_days, to_days
 from aef_lit.data.captions import caption_of, landcover_labels
 from aef_lit.data.containers import Grid, Sample, SourceFrames
 
@@ -812,7 +812,7 @@ def synthetic_sample(
         if spec.modality in ("optical", "sar"):
             hour = 10.5 if spec.modality == "optical" else rng.choice([6.0, 17.5])
             times = _acquisitions(rng, counts.get(spec.name, 8), t0, days, hour)
-            doy = (times - to_days([f"{str(from_days(t)[()])[:4]}-01-01" for t in times])) % 365.25
+            doy = (times - to_days([f"{str(from_days(t)[()])[:4]}-01-01" for t in times])) % YEAR_DAYS
             frac = np.stack([vegetation_fraction(c, doy) for c in WORLDCOVER_CLASSES], 1)[:, cls_map]  # T H W
         if spec.modality == "optical":
             table = _LANDSAT_NM if spec.name == "landsat" else _WAVELENGTH_NM
@@ -825,7 +825,7 @@ def synthetic_sample(
                 valid[i] = ~cloud
                 for c, band in enumerate(spec.bands):
                     if band == "B10" and spec.name == "landsat":  # thermal, Kelvin (TOA brightness)
-                        season = np.cos(2 * np.pi * (doy[i] - 200) / 365.25)
+                        season = np.cos(2 * np.pi * (doy[i] - 200) / YEAR_DAYS)
                         v = 283 + 12 * season - 6 * frac[i] + rng.normal(0, 0.5, (H, W))
                         vals[i, c] = np.where(cloud, 255 + 5 * field_, v)
                         continue

@@ -935,6 +935,25 @@ for _, r in cs[cs["method"] == "noise"].iterrows():
     assert abs(r["balanced_accuracy"] - chance) < r["balanced_accuracy_ci"] + 0.03, r.to_dict()
 display(Markdown(check.markdown("knn3")))
 
+# %%
+import matplotlib.pyplot as plt
+
+k3 = cs[cs["probe"] == "knn3"]
+order = sorted(k3["shots"].unique(), key=lambda v: (not str(v).isdigit(), int(v) if str(v).isdigit() else 0))
+fig, ax = plt.subplots(figsize=(5.5, 3.2))
+for i, (name, g) in enumerate(k3.groupby("method", sort=False)):
+    g = g.set_index("shots").loc[[o for o in order if o in set(g["shots"])]]
+    x = np.arange(len(g)) + (i - 1.5) * 0.06
+    ax.errorbar(x, g["balanced_accuracy"], yerr=g["balanced_accuracy_ci"], marker="o", capsize=3, label=name)
+ax.axhline(chance, color="grey", ls=":", lw=1, label="chance")
+ax.set_xticks(range(len(order)), [str(o) for o in order])
+ax.set_xlabel("labelled samples per class")
+ax.set_ylabel("balanced accuracy (kNN-3)")
+ax.set_title("Sweden, WorldCover: the two ends of the scale and two baselines", fontsize=9)
+ax.legend(fontsize=7, ncol=3, loc="center right")
+plt.tight_layout()
+plt.show()
+
 # %% [markdown]
 # The table is what `EvalResult.markdown` writes for any evaluation: one row per task and
 # method, one column per shot count, the best mean in bold. Chapter 26 fills it with the

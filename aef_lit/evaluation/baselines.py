@@ -7,13 +7,12 @@ from typing import Sequence
 
 import numpy as np
 
-from aef_lit.data import Sample, SourceFrames
+from aef_lit.conventions import YEAR_DAYS
+from aef_lit.data import TIMELESS, Sample, SourceFrames
 
 Period = tuple[float, float]
 """`[t_s, t_e)` in days since 1970-01-01."""
 QUANTILES = (0.10, 0.25, 0.50, 0.75, 0.90)
-TIMELESS = ("static", "categorical")
-YEAR_DAYS = 365.25
 
 
 class NotApplicable(ValueError):
