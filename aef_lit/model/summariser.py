@@ -35,12 +35,11 @@ class TimePooling(nn.Module):
         self.empty_value = nn.Parameter(torch.randn(D) * 0.02)
         self.out = nn.Linear(D, D)
 
-    def forward(
-        self, features: Float[Tensor, "B T D h w"], t: Float64[Tensor, "B T"], mask: Bool[Tensor, "B T"],
-        periods: Float64[Tensor, "#B P 2"], return_attention: bool = False,
-    ) -> Float[Tensor, "B P D h w"] | tuple[Float[Tensor, "B P D h w"], Float[Tensor, "B P T h w"]]:
+    def keys_values(self, features: Float[Tensor, "B T D h w"], t: Float64[Tensor, "B T"],
+                    mask: Bool[Tensor, "B T"]) -> tuple[Tensor, Tensor, Tensor]:
+        """The period-free half: keys and values `B (h w) n T+1 e` (the empty slot first), and the
+        key mask. Computed once, they serve any number of periods (chapter 31's period slider)."""
         B, T, D, h, w = features.shape
-        nh = self.heads
         f = self.norm(rearrange(features, "b t d h w -> b h w t d"))
         tcode = timecode_cfg(t, self.cfg).to(features.device)  # float64 days may live on the CPU (MPS)
         k = self.key(f) + rearrange(self.key_time(tcode), "b t d -> b 1 1 t d")
@@ -48,12 +47,17 @@ class TimePooling(nn.Module):
         k = torch.cat([repeat(self.empty_key, "d -> b h w 1 d", b=B, h=h, w=w), k], dim=3)
         v = torch.cat([repeat(self.empty_value, "d -> b h w 1 d", b=B, h=h, w=w), v], dim=3)
         keep = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)  # the empty slot is always there
-        q = self.query(period_code_cfg(periods, self.cfg).to(features.device))  # B P D: one query per period
         # pixels go to the attention's batch axis, frames stay the key axis: no pixel mixing
-        q = repeat(q, "b p (n e) -> b (h w) n p e", n=nh, h=h, w=w)
-        k = rearrange(k, "b h w t (n e) -> b (h w) n t e", n=nh)
-        v = rearrange(v, "b h w t (n e) -> b (h w) n t e", n=nh)
-        attn_mask = rearrange(keep, "b t -> b 1 1 1 t")
+        k = rearrange(k, "b h w t (n e) -> b (h w) n t e", n=self.heads)
+        v = rearrange(v, "b h w t (n e) -> b (h w) n t e", n=self.heads)
+        return k, v, rearrange(keep, "b t -> b 1 1 1 t")
+
+    def attend(self, kv: tuple[Tensor, Tensor, Tensor], periods: Float64[Tensor, "#B P 2"], h: int,
+               return_attention: bool = False):
+        """The per-period half: one query per period against prepared keys and values -> `B P D h w`."""
+        k, v, attn_mask = kv
+        q = self.query(period_code_cfg(periods, self.cfg).to(k.device))  # B P D: one query per period
+        q = repeat(q, "b p (n e) -> b x n p e", n=self.heads, x=k.shape[1])
         pooled = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         pooled = self.out(rearrange(pooled, "b (h w) n p e -> b p h w (n e)", h=h))
         pooled = rearrange(pooled, "b p h w d -> b p d h w")
@@ -63,6 +67,12 @@ class TimePooling(nn.Module):
         weights = logits.masked_fill(~attn_mask, float("-inf")).softmax(-1).mean(2)  # mean over heads
         weights = rearrange(weights[..., 1:], "b (h w) p t -> b p t h w", h=h)  # frames only
         return pooled, weights
+
+    def forward(
+        self, features: Float[Tensor, "B T D h w"], t: Float64[Tensor, "B T"], mask: Bool[Tensor, "B T"],
+        periods: Float64[Tensor, "#B P 2"], return_attention: bool = False,
+    ) -> Float[Tensor, "B P D h w"] | tuple[Float[Tensor, "B P D h w"], Float[Tensor, "B P T h w"]]:
+        return self.attend(self.keys_values(features, t, mask), periods, features.shape[-2], return_attention)
 
 
 def bilinear_kernel(channels: int, factor: int = 2) -> Float[Tensor, "C C k k"]:
@@ -96,6 +106,10 @@ class Summariser(nn.Module):
         periods: Float64[Tensor, "#B P 2"], return_attention: bool = False,
     ) -> Float[Tensor, "B P E H W"] | tuple[Float[Tensor, "B P E H W"], Float[Tensor, "B P T h w"]]:
         pooled = self.pool(features, t, mask, periods, return_attention=return_attention)
+        return self.finish(pooled, return_attention)
+
+    def finish(self, pooled, return_attention: bool = False):
+        """Pooled `B P D h w` (or with attention weights) -> unit embeddings `B P E 2h 2w`."""
         if return_attention:
             pooled, weights = pooled
         P = pooled.shape[1]
