@@ -864,6 +864,8 @@ def prithvi_card(meta: dict) -> str:
 # padded to a multiple of `img_size` and embedded tile by tile, each tile with its own choice of
 # frames (section 7); a lone labelled pixel is repeated over one tile, as for AEF. The features
 # are `dim` float32 values per pixel: 512 bytes for `tiny` against AEF's 64 int8 values.
+# Unlike AEF's unit vectors they carry per-dimension scales, so the evaluation z-scores them
+# (`standardise`), as it does the designed baselines.
 
 # %%
 #| export prithvi.method
@@ -923,7 +925,12 @@ def _encode(model: PrithviMAE, stacks) -> np.ndarray:
 
 
 class PrithviMethod(Method):
-    """A Prithvi model's per-pixel features (`prithvi_features`), for `aef_lit.evaluation.evaluate`."""
+    """A Prithvi model's per-pixel features (`prithvi_features`), for `aef_lit.evaluation.evaluate`.
+
+    The features are not unit vectors and their dimensions have scales of their own, so the
+    evaluation z-scores them per dimension, as it does the designed baselines."""
+
+    standardise = True
 
     def __init__(self, model: PrithviMAE, name: str = "prithvi", source: str = "s2", batch_size: int = 16):
         self.model, self.name, self.source, self.batch_size = model, name, source, batch_size

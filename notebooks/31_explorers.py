@@ -507,8 +507,15 @@ display_table
 # [t_s, t_e) (only the summariser runs: the latency measured above), a **similarity
 # explorer** (move the pixel; the cosine map follows), a **k-means map** with a k slider, and
 # a **change map** between two periods with a threshold slider that starts at Otsu's value.
-# In the rendered book they show their first state as a static figure; the figures above
-# are the same views.
+# In Colab, run the install cell first; the explorers use only ipywidgets' standard controls,
+# which Colab renders (if they stay blank, run `from google.colab import output;
+# output.enable_custom_widget_manager()` and re-run the cell).
+#
+# In the rendered book the explorers show their first state: the executed notebook keeps the
+# widgets' state, and the page loads the widget manager from the book's own static files
+# (`tools/vendor_widgets.py` vendors it from npm; no CDN), so it renders offline. Moving a
+# slider there changes nothing (no Python runs behind a static page); the figures above are
+# the same views.
 
 # %%
 import ipywidgets as widgets

@@ -57,7 +57,12 @@ def _encode(model: PrithviMAE, stacks) -> np.ndarray:
 
 
 class PrithviMethod(Method):
-    """A Prithvi model's per-pixel features (`prithvi_features`), for `aef_lit.evaluation.evaluate`."""
+    """A Prithvi model's per-pixel features (`prithvi_features`), for `aef_lit.evaluation.evaluate`.
+
+    The features are not unit vectors and their dimensions have scales of their own, so the
+    evaluation z-scores them per dimension, as it does the designed baselines."""
+
+    standardise = True
 
     def __init__(self, model: PrithviMAE, name: str = "prithvi", source: str = "s2", batch_size: int = 16):
         self.model, self.name, self.source, self.batch_size = model, name, source, batch_size
