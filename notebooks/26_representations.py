@@ -260,6 +260,7 @@ from aef_lit.evaluation import (
     split_function,
 )
 from aef_lit.evaluation import probes as _pr
+from aef_lit.prithvi import PRITHVI_SHIPPED, PrithviMethod, load_prithvi
 from aef_lit.training import PRETRAINED, load_pretrained
 
 real = find_eo_real(required=data == "real") is not None and data != "synthetic"
@@ -275,6 +276,7 @@ print("evaluating", folder.name, "on", dev, "| inputs:", [f"{s.name}: {' '.join(
 tasks = {name: build_task(name, specs) for name in TASKS}
 cache = Path(tempfile.mkdtemp())  # features of this chapter's runs: each method embeds each task once
 shipped = ModelMethod(model, "shipped")  # the same key as in the evaluation below: embeddings reused
+prithvi = load_prithvi(PRITHVI_SHIPPED, dev) if (PRITHVI_SHIPPED / "model.safetensors").exists() else None
 
 t_b = tasks["belgium_cropland"]
 mu = method_features(shipped, t_b, cache)[0]
@@ -307,12 +309,15 @@ assert min(dec["portugal"], dec["hungary"]) > dec["sweden"] + 0.1  # trained the
 # %% [markdown]
 # ## The evaluation of the shipped model
 #
-# All tasks, the shipped model, two untrained networks of its architecture and the six
-# designed baselines; 20 folds; kNN (k = 1 and 3) and linear probes at 1, 10 and max shots.
+# All tasks, the shipped model, two untrained networks of its architecture, the six
+# designed baselines and the Prithvi-style masked autoencoder of chapter 30 (section "AEF
+# beside Prithvi" below); 20 folds; kNN (k = 1 and 3) and linear probes at 1, 10 and max shots.
 
 # %%
 t0 = time.perf_counter()
 methods = default_methods(model, "shipped", untrained_seeds=(0, 1), device=str(dev))
+if prithvi is not None:  # chapter 30's Prithvi-style MAE, trained beside the shipped model
+    methods["prithvi"] = PrithviMethod(prithvi, "prithvi")
 result = evaluate(methods, list(tasks.values()), folds=folds, seed=seed, model_meta=meta, cache_dir=cache,
                   progress=False)
 elapsed = time.perf_counter() - t0
@@ -377,6 +382,47 @@ display(Markdown("\n".join(lines)))
 # feature at 10 shots, the classes cluster by region, and a 1.28 km thinning does not stop a
 # lookup across a region: no representation of the pixel itself can be expected to win there.
 #
+# ## AEF beside Prithvi
+#
+# Chapter 30 builds a Prithvi-style masked autoencoder and trains it on the same sites,
+# bands and year as the shipped AEF model, for the same wall time on the same CPU. Its
+# features are the encoder's patch tokens (one per 4 × 4 pixels), averaged over its three
+# frames and upsampled to pixels; the evaluation takes them unchanged. The leak marks of the
+# tables are the AEF model's (its decoding targets); the autoencoder was given no labels,
+# though it did see the Portuguese and Hungarian images.
+#
+# What each costs, then the two side by side with the baselines at every shot count (kNN-3),
+# and the paired verdicts at 10 shots.
+
+# %%
+if prithvi is None:
+    print("no shipped Prithvi model at", PRITHVI_SHIPPED, "(chapter 30 says how to train one)")
+else:
+    pmeta = json.loads((PRITHVI_SHIPPED / "config.json").read_text())
+    dim = prithvi.cfg.dim
+    display(pd.DataFrame({
+        "shipped (AEF)": {"parameters": f"{meta['params']:,}", "training (min, CPU)": round(meta["train_seconds"] / 60, 1),
+                          "steps": meta["steps"], "features per pixel": "64 int8 (64 bytes)"},
+        "prithvi": {"parameters": f"{pmeta['params']:,}", "training (min, CPU)": round(pmeta["train_seconds"] / 60, 1),
+                    "steps": pmeta["steps"], "features per pixel": f"{dim} float32 ({4 * dim} bytes)"}}).T)
+    side = ["shipped", "prithvi", *_bl.BASELINES]
+    display(Markdown(result.markdown("knn3", methods=side)))
+    head = compare(result, "shipped", "knn3", "10", against=["prithvi"])
+    p_all = compare(result, "prithvi", "knn3", "10", against=[m for m in methods if m != "prithvi"])
+    p_base = compare(result, "prithvi", "knn3", "10", against=list(_bl.BASELINES))
+    display(head[["task", "shipped", "its score", "difference", "ci", "verdict", "leak"]]
+            .rename(columns={"its score": "prithvi"}).round(3))
+    clean = head[head["leak"] == ""]
+    n = {v: int((clean["verdict"] == v).sum()) for v in ("better", "tie", "worse")}
+    pb = p_base[p_base["leak"] == ""]
+    display(Markdown(
+        f"At 10 shots (kNN-3), on the {len(clean)} tasks without a leak, the shipped AEF model is better than "
+        f"Prithvi on {n['better']}, tied on {n['tie']} and worse on {n['worse']}. Prithvi beats the best designed "
+        f"baseline on {int((pb['verdict'] == 'better').sum())}, ties on {int((pb['verdict'] == 'tie').sum())} and "
+        f"loses on {int((pb['verdict'] == 'worse').sum())} of them; it is the best of all methods on "
+        f"{int((p_all[p_all['leak'] == '']['verdict'] == 'better').sum())}."))
+
+# %% [markdown]
 # ## Balanced accuracy against shots
 #
 # One panel per classification task, one line per method with its 95 % band. The trained
@@ -387,6 +433,7 @@ cls_tasks = [t for t, f in result.tasks.items() if f["kind"] == "classification"
 style = {"shipped": dict(color="k", lw=2.5), "untrained_0": dict(color="0.45", ls="--"),
          "untrained_1": dict(color="0.65", ls="--")}
 style |= {b: dict(color=f"C{i}", lw=1.2) for i, b in enumerate(_bl.BASELINES)}  # one colour per method everywhere
+style["prithvi"] = dict(color="C9", lw=2.5, ls="-.")
 fig, axes = plt.subplots(2, (len(cls_tasks) + 1) // 2, figsize=(16, 7), sharey=True)
 for ax, task in zip(axes.flat, cls_tasks):
     sub = summary[(summary["task"] == task) & (summary["probe"] == "knn3")]
@@ -519,7 +566,7 @@ def neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int = 10, sample: int = 2
 task = tasks["worldcover_sweden"]
 table = pixel_table(task)
 reps = {m: feature_matrix(method_features(methods[m], task, cache), table, methods[m].standardise)
-        for m in ("shipped", "untrained_0", "untrained_1", "composite", "mosaiks")}
+        for m in ("shipped", "untrained_0", "untrained_1", "composite", "mosaiks", "prithvi") if m in methods}
 stats = pd.DataFrame({m: representation_stats(x) for m, x in reps.items()}).T
 stats["overlap with untrained_0"] = [neighbour_overlap(x, reps["untrained_0"]) for x in reps.values()]
 stats["overlap with composite"] = [neighbour_overlap(x, reps["composite"]) for x in reps.values()]
