@@ -390,22 +390,40 @@ class WeightAverage:
     d_n = min(decay, (1 + n) / (10 + n)), so that the first steps do not leave it stuck
     near the initial weights. Integer buffers are copied, not averaged. Its `state_dict`
     holds only tensors and numbers (checkpoints stay `weights_only`-loadable).
+
+    An update is one fused `torch._foreach_lerp_` over cached lists of the parameters and
+    their averages, not a walk over `state_dict()` tensor by tensor. The parameters are cached
+    as the `Parameter` objects themselves, which `module.to(...)` keeps; buffers, which it
+    replaces, are looked up at each update (a model has few).
     """
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = float(decay)
         self.updates = 0
         self.shadow = {k: v.detach().clone() for k, v in unwrap(model).state_dict().items()}
+        self._cache: tuple | None = None
+
+    def _lists(self, model: nn.Module):
+        net = unwrap(model)
+        if self._cache is None or self._cache[0] is not net or self._cache[3] is not self.shadow:
+            params = [(k, p) for k, p in net.named_parameters(remove_duplicate=False) if k in self.shadow]
+            self._cache = (net, [self.shadow[k] for k, _ in params], [p for _, p in params], self.shadow)
+        return self._cache
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for k, v in unwrap(model).state_dict().items():
-            if v.dtype.is_floating_point:
-                self.shadow[k].lerp_(v.detach(), 1.0 - d)
+        net, shadow, current, _ = self._lists(model)
+        if shadow:
+            torch._foreach_lerp_(shadow, [p.detach() for p in current], 1.0 - d)
+        for k, b in net.named_buffers(remove_duplicate=False):
+            if k not in self.shadow:  # a non-persistent buffer
+                continue
+            if b.dtype.is_floating_point:
+                self.shadow[k].lerp_(b, 1.0 - d)
             else:
-                self.shadow[k].copy_(v)
+                self.shadow[k].copy_(b)
 
     def state_dict(self) -> dict[str, Any]:
         return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}

@@ -219,6 +219,45 @@ def test_weight_average_follows_its_recursion():
         TrainConfig(ema=1.0)
 
 
+def test_fused_weight_average_equals_the_tensor_by_tensor_average():
+    """The foreach update over cached lists matches a plain walk over state_dict(), with a tied
+    weight, a float and an integer buffer, a non-persistent buffer, and after `.to(dtype)`."""
+    from aef_lit.training import WeightAverage
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 4)
+            self.b = nn.Linear(4, 4)
+            self.b.weight = self.a.weight  # tied
+            self.register_buffer("scale", torch.ones(4))
+            self.register_buffer("count", torch.zeros((), dtype=torch.long))
+            self.register_buffer("scratch", torch.zeros(2), persistent=False)
+
+    torch.manual_seed(0)
+    net = Net()
+    avg = WeightAverage(net, 0.7)
+    ref = {k: v.clone() for k, v in net.state_dict().items()}
+    for n in range(1, 8):
+        if n == 4:
+            net.to(torch.float64)  # parameters keep their objects, buffers are replaced
+            avg.shadow = {k: v.to(torch.float64) if v.is_floating_point() else v for k, v in avg.shadow.items()}
+            ref = {k: v.to(torch.float64) if v.is_floating_point() else v for k, v in ref.items()}
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+            net.scale.mul_(1.5)
+            net.count.add_(1)
+        avg.update(net)
+        d = min(0.7, (1 + n) / (10 + n))
+        for k, v in net.state_dict().items():
+            ref[k] = d * ref[k] + (1 - d) * v if v.is_floating_point() else v.clone()
+    assert set(avg.shadow) == set(ref) and "scratch" not in avg.shadow
+    for k in ref:
+        assert torch.allclose(avg.shadow[k], ref[k], atol=1e-6), k
+    assert int(avg.shadow["count"]) == 7
+
+
 def test_ema_is_checkpointed_resumed_and_returned(tmp_path):
     ref = toy_run(tmp_path / "ref", ema=0.8)
     ck = load_checkpoint(tmp_path / "ref" / CHECKPOINT)
