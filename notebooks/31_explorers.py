@@ -30,7 +30,7 @@
 # `read_aef` (chapter 27), then uses them on the shipped model's embeddings of a real site,
 # with explorers (ipywidgets) for a live session.
 #
-# The functions go to `aef_lit.maps.applications`.
+# The functions go to `aef_lit.applications.fields` (importable from `aef_lit.applications`).
 
 # %% tags=["parameters"]
 # Parameters (papermill injects values here). Defaults are sized for a 2-core CPU.
@@ -53,7 +53,7 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
     )
 
 # %%
-#| default_exp maps.applications
+#| default_exp applications.fields
 
 # %% [markdown]
 # ## 1. A field, whatever it came from
@@ -382,19 +382,18 @@ import time
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from aef_lit.conventions import WORLDCOVER_CLASSES, find_eo_real, from_days, select_device
-from aef_lit.data import load_sites
-from aef_lit.maps import (
+from aef_lit.applications import (
     PeriodSummariser,
     change_map,
     few_click_map,
     kmeans_map,
     otsu_threshold,
-    pca_rgb,
     similarity,
     top_k,
-    true_colour,
 )
+from aef_lit.conventions import WORLDCOVER_CLASSES, find_eo_real, from_days, select_device
+from aef_lit.data import load_sites
+from aef_lit.maps import pca_rgb, true_colour
 from aef_lit.training import load_pretrained
 
 dev = select_device(device)
@@ -577,7 +576,7 @@ display(explorers)
 
 # %% [markdown]
 # ## What this chapter exported
-# `aef_lit.maps.applications` (also importable from `aef_lit.maps`): `as_field` (arrays, `read_aef`
+# `aef_lit.applications.fields` (also importable from `aef_lit.applications`): `as_field` (arrays, `read_aef`
 # DataArrays, AEF file paths), `similarity`, `top_k`, `kmeans_map` (spherical, k-means++),
 # `change_map` (the paper's `(1 − e·p) / 2`), `otsu_threshold`, `threshold_from_labels` (the
 # paper's single threshold), `few_click_map` (chapter 23's probes) and `PeriodSummariser` (one

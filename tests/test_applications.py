@@ -1,11 +1,11 @@
-"""aef_lit.maps.applications: similarity, top-k, spherical k-means, change, thresholds, few clicks, periods."""
+"""aef_lit.applications: similarity, top-k, spherical k-means, change, thresholds, few clicks, periods."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from aef_lit.maps.applications import (
+from aef_lit.applications import (
     PeriodSummariser,
     as_field,
     change_map,

@@ -1,19 +1,7 @@
-"""Maps (chapters 27-29, 31): Google's AEF file format, embedding maps of any raster, and the
-applications people run on embedding fields (search, clusters, change, few clicks, any period).
+"""Maps (chapters 27-29): Google's AEF file format and embedding maps of any raster.
 
 Hand-written: the part's public API, re-exported from the generated modules.
 """
-from aef_lit.maps.applications import (  # noqa: F401
-    PeriodSummariser,
-    as_field,
-    change_map,
-    few_click_map,
-    kmeans_map,
-    otsu_threshold,
-    similarity,
-    threshold_from_labels,
-    top_k,
-)
 from aef_lit.maps.cli import build_embed_parser, main  # noqa: F401
 from aef_lit.maps.display import pca_rgb, true_colour  # noqa: F401
 from aef_lit.maps.embed import embed_chunk, embed_raster, parse_period  # noqa: F401
