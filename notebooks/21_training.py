@@ -17,11 +17,10 @@
 #
 # The model (chapters 4–14) and its objective (chapters 15–19) define *what* AlphaEarth
 # Foundations {cite}`brown2025alphaearth` learns. This chapter is about *how* it is trained
-# without losing a week of compute to a detail: the paper's learning-rate schedule scaled to
-# the run's length, gradient accumulation, checkpoints that survive a hard kill and resume
-# the *same* run, a weight average, and a NaN loss stopping the run with a clear message.
-# It builds `aef_lit.training.config`, `checkpoint` and `loop`, and ends with a short run on
-# the real samples; chapter 22 takes the loop to many devices and the command line.
+# without losing a week of compute to a detail: the paper's schedule scaled to the run,
+# gradient accumulation, checkpoints that survive a kill and resume the *same* run, a weight
+# average, a NaN loss stopping the run clearly. It builds `aef_lit.training.config`,
+# `checkpoint` and `loop`; chapter 22 takes the loop to many devices and the command line.
 
 # %% tags=["parameters"]
 # Parameters (papermill injects values here). Defaults are sized for a 2-core CPU.
@@ -48,14 +47,11 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
 # %% [markdown]
 # ## The run's configuration
 #
-# One frozen dataclass holds every knob of a run; a JSON or YAML file and the command-line
-# flags (chapter 22) map onto its fields one to one. The model's shape is a `preset`'s
-# (chapter 1), with `model_overrides` on top. The paper's settings (`AEF_NOTES.md` §8): Adam,
-# learning rate rising linearly from 0 to $10^{-4}$ over the first 1,000 steps and falling
-# linearly to 0 at step 100,000, batches of 256 sequences. We keep the *shape* of that
-# schedule and scale it to the run (`warmup_frac = 0.01` is the paper's 1,000 / 100,000).
-# What the paper leaves **open** and we chose: clipping at a global norm of 1.0, no weight
-# decay (the paper says plain Adam).
+# One frozen dataclass holds every knob of a run; JSON/YAML files and the flags (chapter 22)
+# map onto its fields. The model is a `preset` (chapter 1) with `model_overrides`. The paper
+# (`AEF_NOTES.md` §8): Adam, learning rate from 0 to $10^{-4}$ over 1,000 steps then linearly
+# to 0 at 100,000, batches of 256. We keep that *shape*, scaled to the run (`warmup_frac =
+# 0.01`). **Open**, our choice: clipping at global norm 1.0, no weight decay.
 
 # %%
 #| export training.config
@@ -274,21 +270,15 @@ plt.show()
 # %% [markdown]
 # ## Checkpoints, the weight average, the metrics log
 #
-# A checkpoint holds everything the next step depends on: weights, Adam's moments, the step
-# (the schedule is a function of it) and the random-number generators' states. Three rules:
-# **only tensors and plain values**, so it loads with `torch.load(weights_only=True)` and
-# unpickling never runs code; **atomic**: written to `ckpt.pt.tmp`, flushed, then
-# `os.replace`d over `ckpt.pt`, so a kill mid-write leaves the previous one intact; **one
-# file, overwritten every `checkpoint_every` steps** (the port wrote 1.2 GB at every step,
-# §12). The data position needs no state: step $s$'s tiles (chapter 20) and random draws
-# come from generators seeded by `(seed, s)`, so a resume sees the same batches and draws.
+# A checkpoint holds what the next step depends on: weights, Adam's moments, the step and the
+# generators' states; **only tensors and plain values** (`torch.load(weights_only=True)`),
+# **atomic** (`ckpt.pt.tmp`, then `os.replace`), **one file** overwritten every
+# `checkpoint_every` steps (the port wrote 1.2 GB every step, §12). Step $s$'s tiles and draws
+# come from generators seeded by `(seed, s)`, so a resume sees the same batches.
 #
-# **A moving average of the weights** (`ema`, off by default) moves a fraction $1 - d$ of the
-# way towards them after every step ($d = 0.999$ averages over about a thousand steps). With
-# small batches the weights at any one step carry that step's noise; the average (Polyak
-# averaging; the paper says nothing, **open**) costs one copy of the weights. It lives in the
-# checkpoint, `ship` exports it, and a resume with another `--ema` is refused (no single run
-# computes that average). On resume, `metrics.csv` drops the rows after the checkpoint.
+# **A moving average of the weights** (`ema`, off by default; the paper is silent, **open**)
+# moves $1 - d$ of the way towards them each step ($d = 0.999$: about a thousand steps); it is
+# checkpointed and shipped, and a resume with another `--ema` is refused.
 
 # %%
 #| export training.checkpoint
@@ -389,12 +379,9 @@ class WeightAverage:
     After the n-th update the average moves towards the current weights by 1 - d_n, with
     d_n = min(decay, (1 + n) / (10 + n)), so that the first steps do not leave it stuck
     near the initial weights. Integer buffers are copied, not averaged. Its `state_dict`
-    holds only tensors and numbers (checkpoints stay `weights_only`-loadable).
-
-    An update is one fused `torch._foreach_lerp_` over cached lists of the parameters and
-    their averages, not a walk over `state_dict()` tensor by tensor. The parameters are cached
-    as the `Parameter` objects themselves, which `module.to(...)` keeps; buffers, which it
-    replaces, are looked up at each update (a model has few).
+    holds only tensors and numbers (checkpoints stay `weights_only`-loadable). An update is one
+    `torch._foreach_lerp_` over cached `Parameter` objects (`module.to` keeps them); buffers,
+    which it replaces, are looked up at each update.
     """
 
     def __init__(self, model: nn.Module, decay: float):
@@ -981,12 +968,10 @@ print([round(v, 3) for v in a])
 # %% [markdown]
 # ## A short run on the real samples
 #
-# The whole system on the real data, small enough for CI: the `tiny` preset on 32 × 32 tiles
-# of GreenEarthNet Portugal and Hungary (synthetic cubes where `eo_real/` is absent), a peak
-# rate of $10^{-3}$ (ten times the paper's: a short run with small batches needs it; §8's
-# $10^{-4}$ is for batches of 256 over 100k steps), and the paper's schedule shape. After a
-# minute on a CPU the loss has fallen, but the model is far from useful: chapter 22
-# measures what a trained model predicts, and ships one trained for longer.
+# The `tiny` preset on 32 × 32 tiles of GreenEarthNet Portugal and Hungary (synthetic cubes
+# without `eo_real/`), peak rate $10^{-3}$ (§8's $10^{-4}$ is for batches of 256 over 100k
+# steps), the paper's schedule shape. After a minute the loss has fallen; chapter 22 measures
+# and ships a model trained for longer.
 
 # %%
 import pandas as pd

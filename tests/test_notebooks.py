@@ -79,8 +79,8 @@ def test_widgets_render_offline_in_a_headless_browser(tmp_path):
     cw = importlib.util.module_from_spec(cw_spec)
     cw_spec.loader.exec_module(cw)
     html = ROOT / "_build" / "_build" / "html"
-    page = html / "notebooks" / "31_explorers.html"
-    if not page.exists() or not _results.get("31_explorers"):
+    page = html / "notebooks" / "32_explorers.html"
+    if not page.exists() or not _results.get("32_explorers"):
         pytest.skip("the book was not built from this session's notebooks")
     refs = cw.page_references(page.read_text())
     assert all(refs.values()), refs

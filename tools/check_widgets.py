@@ -7,7 +7,7 @@ widget manager replaces each widget's placeholder with `jupyter-widgets` element
 `--screenshot`, also writes a PNG of the page.
 
 Usage:
-    python tools/check_widgets.py _build/_build/html/notebooks/31_explorers.html [--screenshot out.png]
+    python tools/check_widgets.py _build/_build/html/notebooks/32_explorers.html [--screenshot out.png]
 """
 from __future__ import annotations
 

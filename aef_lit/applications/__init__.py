@@ -1,4 +1,4 @@
-"""Using embedding fields (chapter 31): similarity search, clusters, change between periods,
+"""Using embedding fields (chapter 32): similarity search, clusters, change between periods,
 few-click maps and any period from one encoder pass, on model embeddings or AEF files.
 
 Hand-written: the part's public API, re-exported from the generated modules.

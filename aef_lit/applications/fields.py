@@ -1,4 +1,4 @@
-# generated from notebooks/31_explorers.py by tools/nb_export.py: do not edit.
+# generated from notebooks/32_explorers.py by tools/nb_export.py: do not edit.
 # Edit the notebook, then run `python tools/nb_export.py`.
 
 from __future__ import annotations

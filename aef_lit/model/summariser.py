@@ -38,7 +38,7 @@ class TimePooling(nn.Module):
     def keys_values(self, features: Float[Tensor, "B T D h w"], t: Float64[Tensor, "B T"],
                     mask: Bool[Tensor, "B T"]) -> tuple[Tensor, Tensor, Tensor]:
         """The period-free half: keys and values `B (h w) n T+1 e` (the empty slot first), and the
-        key mask. Computed once, they serve any number of periods (chapter 31's period slider)."""
+        key mask. Computed once, they serve any number of periods (chapter 32's period slider)."""
         B, T, D, h, w = features.shape
         f = self.norm(rearrange(features, "b t d h w -> b h w t d"))
         tcode = timecode_cfg(t, self.cfg).to(features.device)  # float64 days may live on the CPU (MPS)

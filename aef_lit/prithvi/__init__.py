@@ -1,4 +1,4 @@
-"""Prithvi beside AEF (chapter 30): a Prithvi-style masked autoencoder, the loader of the
+"""Prithvi beside AEF (chapters 30-31): a Prithvi-style masked autoencoder, the loader of the
 published Prithvi checkpoints, training on our samples and the evaluation method.
 
 Hand-written: the part's public API, re-exported from the generated modules.

@@ -1,4 +1,4 @@
-# generated from notebooks/30_prithvi.py by tools/nb_export.py: do not edit.
+# generated from notebooks/31_prithvi_training.py by tools/nb_export.py: do not edit.
 # Edit the notebook, then run `python tools/nb_export.py`.
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from aef_lit.prithvi.train import ship_prithvi, train_prithvi
 def build_prithvi_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m aef_lit.prithvi", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Train a Prithvi-style masked autoencoder (chapter 30) on the real sites of eo_real/ and "
+        description="Train a Prithvi-style masked autoencoder (chapters 30-31) on the real sites of eo_real/ and "
                     "optionally ship it as a model folder for the evaluation (chapter 26).")
     p.add_argument("--preset", default="tiny", choices=list(PRITHVI_PRESETS), help="the Prithvi configuration")
     p.add_argument("--data", default="greenearthnet", help="the samples, as for aef-train: greenearthnet, real, "

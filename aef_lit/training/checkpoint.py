@@ -98,12 +98,9 @@ class WeightAverage:
     After the n-th update the average moves towards the current weights by 1 - d_n, with
     d_n = min(decay, (1 + n) / (10 + n)), so that the first steps do not leave it stuck
     near the initial weights. Integer buffers are copied, not averaged. Its `state_dict`
-    holds only tensors and numbers (checkpoints stay `weights_only`-loadable).
-
-    An update is one fused `torch._foreach_lerp_` over cached lists of the parameters and
-    their averages, not a walk over `state_dict()` tensor by tensor. The parameters are cached
-    as the `Parameter` objects themselves, which `module.to(...)` keeps; buffers, which it
-    replaces, are looked up at each update (a model has few).
+    holds only tensors and numbers (checkpoints stay `weights_only`-loadable). An update is one
+    `torch._foreach_lerp_` over cached `Parameter` objects (`module.to` keeps them); buffers,
+    which it replaces, are looked up at each update.
     """
 
     def __init__(self, model: nn.Module, decay: float):

@@ -13,7 +13,7 @@
 # ---
 
 # %% [markdown]
-# # 31. Using an embedding field: search, clusters, change, few clicks
+# # 32. Using an embedding field: search, clusters, change, few clicks
 #
 # People who use Google's published AEF layer run the same few applications in every
 # tutorial (`USERS.md`): **similarity search** (pick a pixel, see every pixel like it),
