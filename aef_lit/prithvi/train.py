@@ -94,7 +94,15 @@ PRITHVI_SHIPPED = Path(__file__).resolve().parents[2] / "data" / "models" / "pri
 def _lr(step: int, steps: int, peak: float, warmup: int) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
-    return peak * 0.5 * (1 + np.cos(np.pi * min(1.0, (step - warmup) / max(1, steps - warmup))))
+    return float(peak * 0.5 * (1 + np.cos(np.pi * min(1.0, (step - warmup) / max(1, steps - warmup)))))
+
+
+def _write_metrics(path: Path, log: Sequence[dict]) -> None:
+    """The loss log as `metrics.csv` (step, loss, lr, wall_s), the format of the AEF runs' logs."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["step", "loss", "lr", "wall_s"])
+        w.writeheader()
+        w.writerows(log)
 
 
 def train_prithvi(samples: Sequence[Sample], cfg: PrithviConfig, steps: int, batch_size: int = 8,
@@ -114,7 +122,7 @@ def train_prithvi(samples: Sequence[Sample], cfg: PrithviConfig, steps: int, bat
     out = Path(out_dir) if out_dir is not None else None
     step, log, spent = 0, [], 0.0
     if out is not None and (out / CHECKPOINT).exists():
-        state = torch.load(out / CHECKPOINT, map_location=device, weights_only=False)
+        state = torch.load(out / CHECKPOINT, map_location=device, weights_only=True)  # plain values only
         if state["cfg"] != cfg.to_dict():
             raise ValueError(f"{out / CHECKPOINT} was trained with another configuration; use a new out_dir")
         model.load_state_dict(state["model"])
@@ -128,10 +136,7 @@ def train_prithvi(samples: Sequence[Sample], cfg: PrithviConfig, steps: int, bat
             torch.save({"cfg": cfg.to_dict(), "model": model.state_dict(), "opt": opt.state_dict(), "step": step,
                         "log": log, "seconds": spent}, tmp)
             tmp.replace(out / CHECKPOINT)
-            with open(out / METRICS, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=["step", "loss", "lr", "wall_s"])
-                w.writeheader()
-                w.writerows(log)
+            _write_metrics(out / METRICS, log)
 
     t0 = time.perf_counter() - spent
     bar = tqdm(total=steps, initial=step, desc="prithvi", disable=not progress)
@@ -173,10 +178,7 @@ def ship_prithvi(model: PrithviMAE, log: Sequence[dict], out_dir: str | Path, fa
             "train_seconds": float(log[-1]["wall_s"]) if log else 0.0,
             "final_loss": round(float(np.mean(tail)), 5) if tail else None, **(facts or {})}
     (out / "config.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
-    with open(out / METRICS, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["step", "loss", "lr", "wall_s"])
-        w.writeheader()
-        w.writerows(log)
+    _write_metrics(out / METRICS, log)
     (out / "MODEL_CARD.md").write_text(prithvi_card(meta))
     return out
 
