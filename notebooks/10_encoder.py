@@ -66,13 +66,15 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
 #   at all in the output (tested).
 # - **Static shapes.** No `.item()`, no Python branches on tensor values, masks instead of
 #   dropped frames: `torch.compile(fullgraph=True)` traces the whole encoder in one graph.
+#   In eager mode (below, "Memory and time") the encoder skips the frames a row lacks;
+#   under `torch.compile` it keeps the static path.
 
 # %%
 #| export
 from __future__ import annotations
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from aef_lit.conventions import ModelConfig
@@ -107,11 +109,36 @@ class STPBlock(nn.Module):
         return self.exchange(self.space(s), self.time(t, tcode, mask), self.precision(p))
 
 
+def channels_last(x: Float[Tensor, "B T D h w"]) -> Float[Tensor, "B T D h w"]:
+    """The same values with channels innermost in memory (`B T h w D` strides).
+
+    Every channel LayerNorm then reads contiguous rows and the 3x3 convolutions take the
+    layout as it is: no copy between a norm and a convolution (the values are unchanged).
+    """
+    return x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+
+
+def packed_order(mask: Bool[Tensor, "B T"]) -> Int[Tensor, "B Tp"] | None:
+    """Per row, the indices of its real frames first (in order), cut to the longest row.
+
+    None when every column holds a real frame of some row (nothing to skip).
+    """
+    n = int(mask.sum(dim=1).max().clamp_min(1))
+    if n == mask.shape[1]:
+        return None
+    return torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :n]
+
+
 class STPEncoder(nn.Module):
     """The STP encoder: projected frames `B T Dp H/2 W/2` -> features `B T Dp H/2 W/2`.
 
     `t` are float64 days (B T), `mask` True for real frames; padded frames come out as zeros
     and never influence real ones. H and W are any multiples of 16.
+
+    `pack_frames` (default on) runs the blocks on each row's real frames only, so frames a
+    row lacks (padding, held-out targets, the student's dropped frames) cost nothing; the
+    result is the static path's to float rounding. Under `torch.compile` the static path
+    runs (no packing, static shapes).
     """
 
     def __init__(self, cfg: ModelConfig, depth: int = OPERATOR_DEPTH):
@@ -121,10 +148,24 @@ class STPEncoder(nn.Module):
         self.init_space = Downsample(cfg.d_precision, cfg.d_space, 8)
         self.blocks = nn.ModuleList(STPBlock(cfg, depth) for _ in range(cfg.n_blocks))
         self.final = FinalResample(cfg)
+        self.pack_frames = True
 
     def forward(self, x: Float[Tensor, "B T Dp hp wp"], t: Float[Tensor, "B T"],
                 mask: Bool[Tensor, "B T"]) -> Float[Tensor, "B T Dp hp wp"]:
+        order = packed_order(mask) if self.pack_frames and not torch.compiler.is_compiling() else None
+        if order is None:
+            return self.encode_frames(x, t, mask)
+        rows = torch.arange(x.shape[0], device=x.device)[:, None]
+        y = self.encode_frames(x[rows, order], t[rows, order], mask[rows, order])
+        out = y.new_zeros(x.shape[:2] + y.shape[2:])
+        out[rows, order] = y
+        return out
+
+    def encode_frames(self, x: Float[Tensor, "B T Dp hp wp"], t: Float[Tensor, "B T"],
+                      mask: Bool[Tensor, "B T"]) -> Float[Tensor, "B T Dp hp wp"]:
+        """The blocks on every frame given (static shapes): what `forward` runs after packing."""
         tcode = timecode_cfg(t, self.cfg)
+        x = channels_last(x)
         p, tt, s = x, self.init_time(x), self.init_space(x)
         for block in self.blocks:
             s, tt, p = block(s, tt, p, tcode, mask)
@@ -192,6 +233,89 @@ enc1 = STPEncoder(cfg.replace(n_blocks=1)).to(device).eval()
 compiled = torch.compile(enc1, fullgraph=True, backend="eager")
 with torch.no_grad():
     torch.testing.assert_close(compiled(x, t, mask), enc1(x, t, mask))
+
+# %% [markdown]
+# ## Memory and time
+#
+# Training keeps, for the backward pass, every intermediate that a gradient needs: for the
+# encoder that is most of the step's memory, since the Precision lane and the pyramid
+# exchange work at L/2 on every frame (`tools/profile_memory.py` charges each saved tensor
+# to the part that saved it). Three economies change how much is kept or computed, never
+# what comes out (the measured effect of each is in the lab notes, "Performance"):
+#
+# 1. **Channels innermost.** The states are laid out `B T h w D` in memory while their
+#    shape stays `B T D h w`: a channel LayerNorm is then a norm over contiguous rows and a
+#    convolution reads the layout directly, so the copies between them disappear (the
+#    values are bit-identical; an embed at the port's widths took 0.82× the time).
+# 2. **Packing frames.** A frame a row lacks (padding, the held-out target, a frame the
+#    student lost) is computed and then zeroed in the static path. Since such a frame
+#    never influences a real one, the encoder can run on each row's real frames only
+#    (`packed_order`) and write zeros back: the student, which loses about half its frames,
+#    then costs about half.
+# 3. **Recomputing blocks.** Activation checkpointing keeps only each block's three input
+#    states and runs the block again during the backward pass (`torch.utils.checkpoint`):
+#    one more forward pass of the blocks for a fraction of the memory. Training switches
+#    it on with `--activation-checkpointing` (chapter 22); here we wrap the blocks by hand.
+#
+# The check: the three paths give the same features and the same gradients, and the
+# bytes autograd keeps fall.
+
+# %%
+from torch.utils.checkpoint import checkpoint
+
+
+def saved_bytes(fn) -> tuple[int, Tensor]:
+    """Bytes of the distinct tensors autograd keeps for backward while `fn()` runs."""
+    seen, params = {}, {q.untyped_storage().data_ptr() for q in enc_m.parameters()}
+
+    def pack(tensor):
+        st = tensor.untyped_storage()
+        if st.data_ptr() not in params:
+            seen[st.data_ptr()] = st.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = fn()
+    return sum(seen.values()), out
+
+
+enc_m = STPEncoder(cfg).to(device).train()
+xb = torch.randn(2, 8, cfg.d_precision, cfg.tile // 2, cfg.tile // 2, generator=g).to(device)
+tb = torch.sort(torch.rand(2, 8, generator=g, dtype=torch.float64) * 365, dim=1).values.to(device)
+mb = torch.rand(2, 8, generator=g).to(device) < 0.5  # a student: about half the frames lost
+mb[:, 0] = True
+plain_forward = STPBlock.forward
+
+
+def recomputed_forward(self, *states):
+    return checkpoint(plain_forward, self, *states, use_reentrant=False)
+
+
+modes = {"static path": (False, plain_forward), "packed": (True, plain_forward),
+         "packed + recompute": (True, recomputed_forward)}
+mem, feats, grads = {}, {}, {}
+for name, (pack_on, block_forward) in modes.items():
+    enc_m.pack_frames, STPBlock.forward = pack_on, block_forward
+    xg = xb.clone().requires_grad_(True)
+    mem[name], y_m = saved_bytes(lambda: enc_m(xg, tb, mb))
+    (y_m * torch.linspace(-1, 1, y_m.numel(), device=device).view_as(y_m)).sum().backward()
+    feats[name], grads[name] = y_m.detach(), xg.grad
+STPBlock.forward = plain_forward
+for name in modes:
+    torch.testing.assert_close(feats[name], feats["static path"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grads[name], grads["static path"], atol=1e-5, rtol=1e-5)
+assert mem["packed"] < mem["static path"] and mem["packed + recompute"] < mem["packed"]
+print(f"{int(mb.sum())} of {mb.numel()} frames real; saved for backward: "
+      + ", ".join(f"{k} {v / 2**20:.2f} MB" for k, v in mem.items()))
+fig, ax = plt.subplots(figsize=(6, 2.2))
+ax.barh(list(mem)[::-1], [v / 2**20 for v in list(mem.values())[::-1]], color=["tab:green", "tab:blue", "tab:gray"])
+for i, v in enumerate(list(mem.values())[::-1]):
+    ax.text(v / 2**20, i, f" {v / 2**20:.1f} MB", va="center")
+ax.set_xlabel("MB kept for the backward pass")
+ax.set_title(f"{cfg.name} encoder, B=2, 8 frames, about half of them lost: same features, less memory")
+ax.set_xlim(0, max(mem.values()) / 2**20 * 1.25)
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## Parameter counts
