@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from aef_lit.conventions import get_config, random_batch
-from aef_lit.model.encoder import OPERATOR_DEPTH, STPBlock, STPEncoder, count_parameters
+from aef_lit.model.encoder import OPERATOR_DEPTH, STPBlock, STPEncoder, channels_last, count_parameters, packed_order
 from aef_lit.model.projectors import InputProjection
 
 
@@ -119,6 +119,72 @@ def test_blocks_are_checkpointable(setup):
     """The training chapter wraps `encoder.blocks[i].forward` in activation checkpointing."""
     cfg, enc, *_ = setup
     assert isinstance(enc.blocks, torch.nn.ModuleList) and isinstance(enc.blocks[0], STPBlock)
+
+
+def test_packed_order_puts_real_frames_first_in_order():
+    mask = torch.tensor([[False, True, False, True, True, False],
+                         [True, False, False, False, False, False],
+                         [False, False, False, False, False, False]])
+    order = packed_order(mask)
+    assert order.shape == (3, 3)  # the longest row has 3 real frames
+    assert order[0].tolist() == [1, 3, 4] and order[1, 0] == 0
+    for row, o in zip(mask, order):  # distinct indices; the real ones come first, in time order
+        assert len(set(o.tolist())) == len(o)
+        n = int(row.sum())
+        assert row[o[:n]].all() and torch.equal(o[:n], torch.nonzero(row).flatten())
+    assert packed_order(torch.ones(2, 4, dtype=torch.bool)) is None  # every column used: nothing to skip
+    assert packed_order(torch.tensor([[True, False], [False, True]])).tolist() == [[0], [1]]  # 2 frames -> 1
+
+
+def test_channels_last_keeps_values_and_puts_channels_innermost():
+    x = torch.randn(2, 3, 5, 4, 6)
+    y = channels_last(x)
+    assert torch.equal(x, y) and y.shape == x.shape
+    assert y.stride(2) == 1 and y.stride(4) == 5  # D innermost, then w
+
+
+def test_packing_matches_the_static_path_with_gradients():
+    """Rows with different numbers of real frames, one row with none: same features and gradients."""
+    torch.manual_seed(1)
+    cfg = get_config("tiny", n_blocks=2)
+    enc = STPEncoder(cfg).train()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 7, cfg.d_precision, 16, 16, generator=g)
+    t = torch.sort(torch.rand(3, 7, generator=g, dtype=torch.float64) * 365, dim=1).values
+    mask = torch.tensor([[True, False, True, False, False, True, False],
+                         [False, False, True, False, False, False, False],
+                         [False] * 7])
+    assert packed_order(mask).shape[1] == 3
+    out, grads = {}, {}
+    for pack in (False, True):
+        enc.pack_frames = pack
+        enc.zero_grad()
+        xg = x.clone().requires_grad_(True)
+        y = enc(xg, t, mask)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        out[pack], grads[pack] = y.detach(), (xg.grad, [p.grad.clone() for p in enc.parameters()])
+    torch.testing.assert_close(out[True], out[False], atol=1e-5, rtol=1e-5)
+    assert (out[True][~mask] == 0).all()
+    torch.testing.assert_close(grads[True][0], grads[False][0], atol=1e-5, rtol=1e-5)
+    assert (grads[True][0][~mask] == 0).all()  # a frame the row lacks gets no gradient
+    for a, b in zip(grads[True][1], grads[False][1]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_packing_skips_the_work_of_missing_frames():
+    """The blocks see only the frames some row has: fewer frames in, fewer computed."""
+    cfg = get_config("tiny", n_blocks=1)
+    enc = STPEncoder(cfg).eval()
+    seen = []
+    enc.blocks[0].register_forward_pre_hook(lambda m, a: seen.append(a[2].shape[1]))
+    x = torch.randn(2, 6, cfg.d_precision, 16, 16)
+    t = torch.arange(12, dtype=torch.float64).view(2, 6)
+    mask = torch.tensor([[True, True, False, False, False, False], [False, True, False, True, True, False]])
+    with torch.no_grad():
+        enc(x, t, mask)
+        enc.pack_frames = False
+        enc(x, t, mask)
+    assert seen == [3, 6]
 
 
 def test_parameter_counts():
