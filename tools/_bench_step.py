@@ -34,6 +34,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
 
 
+def run_row(impl: str, task: str, root, args, extra=()) -> dict:
+    """One measurement in a fresh process (this script as a worker); its JSON line as a dict."""
+    import os
+    import subprocess
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--impl", impl, "--task", task, "--root", str(root),
+           "--repeats", str(args.repeats), "--size", str(args.size), "--frames", str(args.frames),
+           "--threads", str(args.threads), *extra]
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if res.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def ours(args):
     """aef-lit at the port's widths: one S2 source (10 bands), its objective without the text term."""
     sys.path.insert(0, str(Path(args.root).resolve()))

@@ -13,23 +13,13 @@ ratios (earlier over now: above 1 means this tree is faster or leaner).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from _bench_step import run_row  # tools/_bench_step.py
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def measure(task: str, root: Path, args) -> dict:
-    cmd = [sys.executable, str(ROOT / "tools" / "_bench_step.py"), "--impl", "ours", "--task", task,
-           "--root", str(root), "--repeats", str(args.repeats), "--size", str(args.size),
-           "--frames", str(args.frames), "--threads", str(args.threads)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:
@@ -53,7 +43,7 @@ def main(argv=None) -> int:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), sha], check=True)
         try:
             for task in args.tasks:
-                before, now = measure(task, tree, args), measure(task, ROOT, args)
+                before, now = run_row("ours", task, tree, args), run_row("ours", task, ROOT, args)
                 rows.append((task, before, now))
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=True)

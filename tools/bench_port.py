@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from _bench_step import run_row  # tools/_bench_step.py
 
 ROOT = Path(__file__).resolve().parents[1]
 MIRROR = ROOT.parent / ".mirror" / "Brayden-Zhang+alphaearth-foundations" / "repo"
@@ -57,16 +57,6 @@ def port_tree(arg: str | None, tmp: str) -> Path:
     raise SystemExit("no port: clone https://github.com/Brayden-Zhang/alphaearth-foundations and pass --port DIR")
 
 
-def measure(impl: str, task: str, root: Path, extra: list[str], args) -> dict:
-    cmd = [sys.executable, str(ROOT / "tools" / "_bench_step.py"), "--impl", impl, "--task", task,
-           "--root", str(root), "--repeats", str(args.repeats), "--size", str(args.size),
-           "--frames", str(args.frames), "--threads", str(args.threads), *extra]
-    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    if res.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--port", help="a checkout of the port (default: exported from ../.mirror if present)")
@@ -84,12 +74,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         port = port_tree(args.port, tmp)
         for task in args.tasks:
-            base = measure("port", task, port, [], args)
+            base = run_row("port", task, port, args)
             rows.append({"name": "port", **base})
             for name in args.variants:
                 if task == "embed" and VARIANTS[name] == ["--recompute"]:
                     continue  # no backward pass: nothing to recompute
-                r = measure("ours", task, ROOT, VARIANTS[name], args)
+                r = run_row("ours", task, ROOT, args, VARIANTS[name])
                 r["speed_x"] = base["median_s"] / r["median_s"]
                 r["memory_x"] = r["peak_rss_mb"] / base["peak_rss_mb"]
                 rows.append({"name": name, **r})
