@@ -88,12 +88,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from aef_lit.conventions import SourceSpec
+from aef_lit.conventions import SourceSpec, from_days
 from aef_lit.data import (  # noqa: F401  (sites and rows are re-exported for earlier users of this module)
     BAND_ALIASES,
     GREENEARTHNET_SITES,
     MULTISITE_RES,
     MULTISITE_SITES,
+    SITE_PLACES,
     TIMELESS,
     Sample,
     SourceFrames,
@@ -161,12 +162,19 @@ class TileDataset(Dataset):
         targets: the target-only sources to keep (None = every one the sites have; () =
             none: the model then only reconstructs its inputs). Dropping a target keeps its
             labels out of the model, so they can be evaluated without a leak (chapter 25).
+        captions: what `collate_with_captions` gives the text term: `site` (the site's one
+            caption, chapter 2b) or `row` (`row_caption`: what the row itself shows).
     """
 
     def __init__(self, samples: Sequence[Sample], tile: int = 32, frames: int = 8, seed: int = 0,
                  min_span_days: float = 60.0, min_valid: float = 0.05, stats=None, gain: float = 0.0,
-                 occlude: float = 0.0, time_shift: float = 0.0, targets: Sequence[str] | None = None):
+                 occlude: float = 0.0, time_shift: float = 0.0, targets: Sequence[str] | None = None,
+                 captions: str = "site"):
         from aef_lit.data.preprocess import DEFAULT_STATS
+
+        if captions not in CAPTION_KINDS:
+            raise ValueError(f"captions must be one of {CAPTION_KINDS}, got {captions!r}")
+        self.captions = captions
 
         self.samples = [keep_targets(s, targets) for s in samples]
         if not self.samples:
@@ -208,9 +216,37 @@ class TileDataset(Dataset):
         return collate(list(rows), self.specs, self.frames_per_source, self.stats)
 
     def collate_with_captions(self, rows: Sequence[Sample]):
-        """(batch, captions): the batch and each row's one caption (`captions_for`, chapter 2b),
-        for the text term (chapter 18)."""
-        return self.collate(rows), [captions_for(r) for r in rows]
+        """(batch, captions): the batch and each row's caption for the text term (chapter 18):
+        the site's (`captions_for`, chapter 2b) or the row's own (`row_caption`)."""
+        caption = row_caption if self.captions == "row" else captions_for
+        return self.collate(rows), [caption(r) for r in rows]
+
+
+CAPTION_KINDS = ("site", "row")
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
+           "October", "November", "December")
+
+
+def row_caption(row: Sample) -> str:
+    """A caption made only of what a row shows: its place, the months and year its input
+    frames span, and how clear they are, e.g. 'Abrantes, Portugal, from March to June 2021,
+    mostly clear'. No label (land cover, elevation) enters it, so no evaluated class can leak
+    through the text term (chapter 25)."""
+    place = (row.labels or {}).get("place") or SITE_PLACES.get(row.site.split("_")[-1], row.site.replace("_", " "))
+    inputs = [fr for n, fr in row.sources.items() if row.specs[n].role == "input" and fr.T]
+    if not inputs:
+        return f"{place}, no image"
+    days = np.concatenate([fr.times for fr in inputs])
+    (y0, m0), (y1, m1) = [(int(str(d)[:4]), int(str(d)[5:7])) for d in from_days([days.min(), days.max()])]
+    if (y0, m0) == (y1, m1):
+        when = f"in {_MONTHS[m0 - 1]} {y0}"
+    elif y0 == y1:
+        when = f"from {_MONTHS[m0 - 1]} to {_MONTHS[m1 - 1]} {y0}"
+    else:
+        when = f"from {_MONTHS[m0 - 1]} {y0} to {_MONTHS[m1 - 1]} {y1}"
+    clear = float(np.mean(np.concatenate([fr.valid.ravel() for fr in inputs])))
+    sky = "clear" if clear >= 0.9 else "partly cloudy" if clear >= 0.5 else "mostly cloudy"
+    return f"{place}, {when}, {sky}"
 
 
 class TileBatchSampler(Sampler):
@@ -248,11 +284,11 @@ def tile_stream(ds: TileDataset, batch_size: int, start: int = 0, rank: int = 0,
 def training_dataset(data: str = "auto", sites: Sequence[str] = ("portugal", "hungary"), tile: int = 32,
                      frames: int = 8, seed: int = 0, min_span_days: float = 60.0, stats=None,
                      gain: float = 0.0, occlude: float = 0.0, time_shift: float = 0.0,
-                     targets: Sequence[str] | None = None) -> TileDataset:
+                     targets: Sequence[str] | None = None, captions: str = "site") -> TileDataset:
     """`load_sites` + `TileDataset` in one call (what chapter 21's trainer uses)."""
     return TileDataset(load_sites(data, sites, seed=seed), tile=tile, frames=frames, seed=seed,
                        min_span_days=min_span_days, stats=stats, gain=gain, occlude=occlude,
-                       time_shift=time_shift, targets=targets)
+                       time_shift=time_shift, targets=targets, captions=captions)
 
 
 def augment_gain(row: Sample, rng: np.random.Generator, gain: float) -> Sample:
@@ -522,6 +558,32 @@ plt.tight_layout()
 plt.show()
 print(f"offsets of 30 rows: {np.min(offsets):+.0f} .. {np.max(offsets):+.0f} days")
 assert max(np.abs(offsets)) <= 365 and np.std(offsets) > 100
+
+# %% [markdown]
+# ## Captions that differ
+#
+# The text term (chapter 18) contrasts each row's embedding with its caption, and counts
+# rows with the *same* caption as positives. With the site's one caption (chapter 2b) every
+# row of a site is a positive of every other: on a batch from one site the term is exactly
+# 0, and with two sites it only learns which site a row is from. Worse, the site caption
+# names its land-cover classes, which are the labels chapter 25 evaluates.
+#
+# `captions="row"` gives each row a caption of what the row itself shows: the place, the
+# months and year its frames span, and how clear they are (`row_caption`). Nothing in it
+# comes from a label. Rows of one site now differ by season and sky, so the term has
+# something to teach within a site; whether that helps at new places is a question for the
+# evaluation (the lab notes).
+
+# %%
+from aef_lit.conventions import WORLDCOVER_CLASSES
+
+row_ds = TileDataset(sites, tile=tile, frames=frames, seed=seed, captions="row")
+_, site_caps = ds.collate_with_captions([ds[k] for k in range(8)])
+_, row_caps = row_ds.collate_with_captions([row_ds[k] for k in range(8)])
+for a_cap, b_cap in zip(site_caps, row_caps):
+    print(f"{a_cap:<60} | {b_cap}")
+assert len(set(row_caps)) > len(set(site_caps)), "rows of a site get different captions"
+assert not any(c in cap.lower() for cap in row_caps for c in WORLDCOVER_CLASSES), "no class name in a row caption"
 
 # %% [markdown]
 # ## Throughput of the sampler

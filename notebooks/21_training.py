@@ -38,11 +38,8 @@ import sys
 if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
     import subprocess
 
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q",
-         "aef-lit[text] @ git+https://github.com/aef-lit/aef-lit"],
-        check=True,
-    )
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "aef-lit[text] @ git+https://github.com/aef-lit/aef-lit"], check=True)
 
 # %% [markdown]
 # ## The run's configuration
@@ -110,6 +107,7 @@ class TrainConfig:
         min_span_days: shortest random support window a row's frames are drawn from.
         workers: DataLoader worker processes (0 = in the main process).
         text: feed each row's caption to the text term (chapter 18); off = that term is 0.
+        captions: `site` (the site's one caption) or `row` (place, months, sky of the row; chapter 20).
         gain: radiometric augmentation of optical bands (chapter 20; 0 = off).
         occlude: probability of a synthetic cloud-shaped gap per input frame (chapter 20; 0 = off).
         time_shift: move each row's timestamps by one random U(-time_shift, time_shift) days
@@ -148,6 +146,7 @@ class TrainConfig:
     min_span_days: float = 60.0
     workers: int = 0
     text: bool = True
+    captions: str = "site"
     gain: float = 0.0
     occlude: float = 0.0
     time_shift: float = 0.0
@@ -168,6 +167,8 @@ class TrainConfig:
             raise ValueError(f"tile must be a multiple of 16, got {self.tile}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema is a decay in [0, 1), got {self.ema}")
+        if self.captions not in ("site", "row"):
+            raise ValueError(f"captions is `site` or `row`, got {self.captions!r}")
         self.overrides()  # fail at parse time, not after the data has loaded
 
     def overrides(self) -> dict[str, Any]:
@@ -614,7 +615,7 @@ def default_data(cfg: TrainConfig, model_tile: int, info: rt.DistInfo):
 
     ds = training_dataset(cfg.data, cfg.sites, tile=model_tile, frames=cfg.frames, seed=cfg.seed,
                           min_span_days=cfg.min_span_days, gain=cfg.gain, occlude=cfg.occlude,
-                          time_shift=cfg.time_shift, targets=cfg.targets)
+                          time_shift=cfg.time_shift, targets=cfg.targets, captions=cfg.captions)
 
     def make_batches(start_step: int) -> Iterator:
         return tile_stream(ds, batch_size=cfg.batch_size, start=start_step * cfg.grad_accum,
@@ -968,10 +969,9 @@ print([round(v, 3) for v in a])
 # %% [markdown]
 # ## A short run on the real samples
 #
-# The `tiny` preset on 32 × 32 tiles of GreenEarthNet Portugal and Hungary (synthetic cubes
-# without `eo_real/`), peak rate $10^{-3}$ (§8's $10^{-4}$ is for batches of 256 over 100k
-# steps), the paper's schedule shape. After a minute the loss has fallen; chapter 22 measures
-# and ships a model trained for longer.
+# The `tiny` preset on 32 × 32 tiles of GreenEarthNet Portugal and Hungary (synthetic cubes without
+# `eo_real/`), peak rate $10^{-3}$ (§8's $10^{-4}$ is for batches of 256 over 100k steps), the paper's
+# schedule shape. After a minute the loss has fallen; chapter 22 ships a model trained for longer.
 
 # %%
 import pandas as pd
@@ -994,7 +994,5 @@ for ax, k in zip(axes, ("reconstruction", "uniformity", "consistency", "text")):
     ax.plot(hist.step, hist[k], lw=0.8, alpha=0.5)
     ax.plot(hist.step, hist[k].rolling(8, min_periods=1).mean(), lw=1.5)
     ax.set(title=k, xlabel="step")
-axes[4].plot(hist.step, hist.lr)
-axes[4].set(title="learning rate", xlabel="step")
-plt.tight_layout()
-plt.show()
+axes[4].plot(hist.step, hist.lr); axes[4].set(title="learning rate", xlabel="step")
+plt.tight_layout(); plt.show()

@@ -278,3 +278,50 @@ def test_keep_targets_drops_targets_and_refuses_unknown_names():
     assert set(keep_targets(s, ("landcover",)).specs) == {"s2", "landcover"}
     with pytest.raises(ValueError, match="unknown target"):
         keep_targets(s, ("worldcover",))
+
+
+def test_row_caption_says_what_the_row_shows_and_no_label(synth_ds):
+    from aef_lit.conventions import WORLDCOVER_CLASSES, from_days
+    from aef_lit.data import Sample, SourceFrames
+    from aef_lit.training.sampling import row_caption
+
+    row = synth_ds[0]
+    s2 = row.sources["s2"]
+    months = {str(d)[:7] for d in from_days(s2.times)}
+    cap = row_caption(row)
+    first = min(months)
+    month_names = ("January", "February", "March", "April", "May", "June", "July", "August",
+                   "September", "October", "November", "December")
+    last = max(months)
+    for ym in (first, last):
+        assert month_names[int(ym[5:7]) - 1] in cap and ym[:4] in cap, cap
+    # the sky follows the frames' valid share: all clear, then all but a sliver invalid
+    def with_valid(valid):
+        fr = SourceFrames(s2.values, s2.times, valid, s2.meta, s2.name)
+        return Sample(row.site, row.grid, {**row.sources, "s2": fr}, dict(row.specs), labels=row.labels)
+    assert row_caption(with_valid(np.ones_like(s2.valid))).endswith(", clear")
+    sliver = np.zeros_like(s2.valid)
+    sliver[:, 0, 0] = True
+    assert row_caption(with_valid(sliver)).endswith(", mostly cloudy")
+    # labels never enter: class names in the labels change nothing
+    labelled = Sample(row.site, row.grid, row.sources, dict(row.specs),
+                      labels={**row.labels, "classes": list(WORLDCOVER_CLASSES)})
+    assert row_caption(labelled) == cap and not any(c in cap.lower() for c in WORLDCOVER_CLASSES)
+    # the calendar moves the caption with the timestamps (time_shift by a year changes the year)
+    shifted = TileDataset(synth_ds.samples, tile=16, frames=4, seed=3, time_shift=365.0, captions="row")
+    moved = [k for k in range(20) if row_caption(shifted[k]) != row_caption(synth_ds[k])]
+    assert len(moved) >= 10, "a shift of up to a year moves the months or the year of most rows"
+    _, caps = shifted.collate_with_captions([shifted[k] for k in range(4)])
+    assert caps == [row_caption(shifted[k]) for k in range(4)]
+    _, site_caps = synth_ds.collate_with_captions([synth_ds[k] for k in range(4)])
+    assert site_caps == [D.captions_for(synth_ds[k]) for k in range(4)], "site captions stay the default"
+    with pytest.raises(ValueError, match="captions"):
+        TileDataset(synth_ds.samples, tile=16, captions="label")
+
+
+def test_train_config_refuses_an_unknown_caption_kind():
+    from aef_lit.training import TrainConfig
+
+    assert TrainConfig(captions="row").captions == "row"
+    with pytest.raises(ValueError, match="captions"):
+        TrainConfig(captions="classes")

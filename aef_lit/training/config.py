@@ -56,6 +56,7 @@ class TrainConfig:
         min_span_days: shortest random support window a row's frames are drawn from.
         workers: DataLoader worker processes (0 = in the main process).
         text: feed each row's caption to the text term (chapter 18); off = that term is 0.
+        captions: `site` (the site's one caption) or `row` (place, months, sky of the row; chapter 20).
         gain: radiometric augmentation of optical bands (chapter 20; 0 = off).
         occlude: probability of a synthetic cloud-shaped gap per input frame (chapter 20; 0 = off).
         time_shift: move each row's timestamps by one random U(-time_shift, time_shift) days
@@ -94,6 +95,7 @@ class TrainConfig:
     min_span_days: float = 60.0
     workers: int = 0
     text: bool = True
+    captions: str = "site"
     gain: float = 0.0
     occlude: float = 0.0
     time_shift: float = 0.0
@@ -114,6 +116,8 @@ class TrainConfig:
             raise ValueError(f"tile must be a multiple of 16, got {self.tile}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema is a decay in [0, 1), got {self.ema}")
+        if self.captions not in ("site", "row"):
+            raise ValueError(f"captions is `site` or `row`, got {self.captions!r}")
         self.overrides()  # fail at parse time, not after the data has loaded
 
     def overrides(self) -> dict[str, Any]:

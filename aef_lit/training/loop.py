@@ -65,7 +65,7 @@ def default_data(cfg: TrainConfig, model_tile: int, info: rt.DistInfo):
 
     ds = training_dataset(cfg.data, cfg.sites, tile=model_tile, frames=cfg.frames, seed=cfg.seed,
                           min_span_days=cfg.min_span_days, gain=cfg.gain, occlude=cfg.occlude,
-                          time_shift=cfg.time_shift, targets=cfg.targets)
+                          time_shift=cfg.time_shift, targets=cfg.targets, captions=cfg.captions)
 
     def make_batches(start_step: int) -> Iterator:
         return tile_stream(ds, batch_size=cfg.batch_size, start=start_step * cfg.grad_accum,
