@@ -278,7 +278,7 @@ log = logging.getLogger("aef_lit.training.cli")
 
 SECTIONS: dict[str, tuple[str, ...]] = {
     "model": ("preset", "model_overrides", "tile"),
-    "data": ("data", "sites", "frames", "min_span_days", "targets", "text", "gain", "occlude", "time_shift",
+    "data": ("data", "sites", "frames", "min_span_days", "targets", "text", "captions", "gain", "occlude", "time_shift",
              "workers"),
     "optimisation": ("batch_size", "grad_accum", "lr", "clip", "seed"),
     "schedule": ("steps", "warmup_frac"),
