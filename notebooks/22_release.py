@@ -769,17 +769,20 @@ def ship(run_dir: str | Path, out_dir: str | Path | None = None, eval_data: str 
 
 def _training_data_text(tcfg: TrainConfig) -> str:
     """The card's sentence on the training data, for `greenearthnet` and `multisite` runs."""
+    names = {"dem": "Copernicus DEM", "landcover": "ESA WorldCover"}
+    targets = (" and ".join(names.get(t, t) for t in tcfg.targets) + " as target-only sources" if tcfg.targets
+               else "no target-only source: no evaluated label reached the model")
     if tcfg.data != "multisite":
         return (f"GreenEarthNet minicubes {', '.join(tcfg.sites)} (2021 Sentinel-2 L2A B02 B03 B04 B8A at "
-                "~20 m, 128 x 128 px, clouds from the minicube mask as loss weights; Copernicus DEM and ESA "
-                "WorldCover as target-only sources), from dongzhang04/greenearthnet (MIT; modified Copernicus "
-                "Sentinel data; WorldCover CC-BY 4.0).")
+                f"~20 m, 128 x 128 px, clouds from the minicube mask as loss weights; {targets}), from "
+                "dongzhang04/greenearthnet (MIT; modified Copernicus Sentinel data; WorldCover CC-BY 4.0).")
     return (f"the `multisite` sites {', '.join(tcfg.sites)} (chapter 20), all brought to Sentinel-2 B02 B03 "
             "B04 B8A on a 10 m UTM grid: GreenEarthNet minicubes and per-date GeoTIFFs (2021 L2A; "
             "dongzhang04/greenearthnet, MIT), WorldCereal's Belgian monthly composites (B08 for B8A; "
             "WorldCereal/worldcereal-classification, MIT) and eo-learn's Slovenian L1C scenes (B08 for "
             "B8A; sentinel-hub/eo-learn, MIT); modified Copernicus Sentinel data, WorldCover CC-BY 4.0. "
-            "DEM and land cover are target-only sources where a site has them.")
+            + ("DEM and land cover are target-only sources where a site has them." if tcfg.targets
+               else "No target-only source: no evaluated label reached the model."))
 
 
 def model_card(mcfg: ModelConfig, tcfg: TrainConfig, facts: dict[str, Any]) -> str:
@@ -793,6 +796,8 @@ def model_card(mcfg: ModelConfig, tcfg: TrainConfig, facts: dict[str, Any]) -> s
              + (f" --gain {tcfg.gain:g}" if tcfg.gain else "")
              + (f" --occlude {tcfg.occlude:g}" if tcfg.occlude else "")
              + (f" --time-shift {tcfg.time_shift:g}" if tcfg.time_shift else "")
+             + (f" --captions {tcfg.captions}" if tcfg.captions != "site" else "")
+             + ("" if tcfg.text else " --no-text")
              + (f" --targets {' '.join(tcfg.targets) or 'none'}" if tuple(tcfg.targets) != ("dem", "landcover")
                 else "")
              + (f" --ema {tcfg.ema:g}" if tcfg.ema else "")

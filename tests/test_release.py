@@ -32,6 +32,14 @@ def test_model_card_describes_the_data_the_run_used():
     assert "| per-pixel mean of the clear input frames inside the period | 0.1234 | 0.0101 |" in card
     assert "whole span" in card and "this model 0.1987, temporal mean 0.2468" in card
     assert card.index("inside the period") < card.index("nearest clear input frame"), "one table, in order"
+    # what reached the model is said as it was: targets, captions, the text term
+    plain = model_card(mcfg, TrainConfig(data="greenearthnet", sites=("portugal",), targets=("none",),
+                                         captions="row", text=False), facts)
+    assert "no evaluated label reached the model" in plain and "WorldCover as target-only" not in plain
+    assert "--targets none" in plain and "--captions row" in plain and "--no-text" in plain
+    assert "ESA WorldCover as target-only sources" in gen and "--captions" not in gen and "--no-text" not in gen
+    multi_plain = model_card(mcfg, TrainConfig(data="multisite", sites=("portugal",), targets=()), facts)
+    assert "No target-only source" in multi_plain and "DEM and land cover are target-only" in multi
 
 
 # --- measuring held-out reconstruction -------------------------------------------------------------
