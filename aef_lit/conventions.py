@@ -127,6 +127,8 @@ class SourceBatch:
         frame_mask: True where a frame exists (`B T`); padding and dropped frames are False.
         weight: per-pixel loss weight in [0, 1] (`B T H W`): 0 for nodata and clouds.
         meta: optional per-frame sensor metadata (`B T M`), e.g. S1 orbit direction.
+        cloud: optional normalised values measured under clouds (`B T C H W`; 0 where `x` is
+            valid or nothing was measured). Only a model with `gap_fill="raw"` reads them.
     """
 
     x: Shaped[Tensor, "B T C H W"]  # float; embed() refuses integers (digital numbers) with the fix
@@ -134,6 +136,7 @@ class SourceBatch:
     frame_mask: Bool[Tensor, "B T"]
     weight: Float[Tensor, "B T H W"]
     meta: Float[Tensor, "B T M"] | None = None
+    cloud: Float[Tensor, "B T C H W"] | None = None
 
     def __post_init__(self):
         B, T = self.x.shape[:2]
@@ -149,6 +152,8 @@ class SourceBatch:
             raise TypeError("timestamps must be float64 days since EPOCH (float32 loses days)")
         if self.frame_mask.dtype != torch.bool:
             raise TypeError("frame_mask must be a bool tensor")
+        if self.cloud is not None and tuple(self.cloud.shape) != tuple(self.x.shape):
+            raise ValueError(f"cloud must have the shape of x {tuple(self.x.shape)}, got {tuple(self.cloud.shape)}")
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
@@ -163,6 +168,7 @@ class SourceBatch:
             frame_mask=self.frame_mask.to(dev, non_blocking=non_blocking),
             weight=self.weight.to(dev, non_blocking=non_blocking),
             meta=None if self.meta is None else self.meta.to(dev, non_blocking=non_blocking),
+            cloud=None if self.cloud is None else self.cloud.to(dev, non_blocking=non_blocking),
         )
 
     def replace(self, **changes) -> "SourceBatch":
@@ -222,7 +228,7 @@ def random_batch(
     return out
 
 
-GAP_FILLS = ("zero", "mean")
+GAP_FILLS = ("zero", "mean", "raw")
 """How input projectors treat pixels without an observation (`ModelConfig.gap_fill`, chapter 5)."""
 
 
@@ -245,7 +251,9 @@ class ModelConfig:
         decoder_hidden, decoder_layers: implicit decoder MLP (512 x 2 in the paper).
         gap_fill: what the input projectors put where a frame has no observation (a pixel the
             loader zeroed: cloud, nodata, synthetic gap): "zero" leaves the zeros, "mean" puts
-            the mean of that pixel's observed frames in the row there (chapter 5).
+            the mean of that pixel's observed frames in the row there, "raw" puts what the
+            sensor measured under a cloud where the batch carries it (`SourceBatch.cloud`; the
+            paper's choice, §1), else the zero (chapter 5).
         sources: the sources the model encodes and decodes.
     """
 

@@ -216,6 +216,9 @@ class SourceFrames:
         times: float64 `T`, days since 1970-01-01, strictly increasing.
         valid: bool `T H W`; False = nodata or cloud (a loss weight later, never input).
         meta: optional float32 `T M` per-frame sensor metadata (e.g. S1 ascending = 1).
+        cloud_values: optional float32 `T C H W`: the measured values under pixels flagged as
+            cloud (0 elsewhere), kept apart from `values` so that every reader of `values`
+            still sees 0 there; only a model with `gap_fill="raw"` is shown them (chapter 3).
         name: the source name, used in error messages.
     """
 
@@ -224,6 +227,7 @@ class SourceFrames:
     valid: ArrayLike | None = None
     meta: ArrayLike | None = None
     name: str = "source"
+    cloud_values: ArrayLike | None = None
 
     def __post_init__(self):
         n = self.name
@@ -270,11 +274,16 @@ class SourceFrames:
             self.meta = np.asarray(self.meta, dtype=np.float32)
             if self.meta.ndim != 2 or self.meta.shape[0] != T:
                 raise DataError(f"{n}: meta must be (T, M) with T = {T}, got {self.meta.shape}")
+        if self.cloud_values is not None:  # before values are zeroed: they may be the same array
+            cv = np.asarray(self.cloud_values, dtype=np.float32)
+            if cv.shape != self.values.shape:
+                raise DataError(f"{n}: cloud_values must have the shape of values {self.values.shape}, got {cv.shape}")
+            self.cloud_values = np.where(self.valid[:, None], 0.0, np.nan_to_num(cv)).astype(np.float32)
         self.values[~np.broadcast_to(self.valid[:, None], self.values.shape)] = 0.0
 
     @classmethod
     def build(cls, values, times, valid=None, meta=None, name: str = "source",
-              nonfinite: str = "raise", empty: str = "raise") -> "SourceFrames":
+              nonfinite: str = "raise", empty: str = "raise", cloud_values=None) -> "SourceFrames":
         """Construct with explicit policies: `nonfinite="mask"` turns NaN/inf into invalid
         pixels (filled with 0); `empty="drop"` drops frames with no valid pixel."""
         values = np.array(values, dtype=np.float32)
@@ -291,7 +300,8 @@ class SourceFrames:
                 values, valid = values[keep], valid[keep]
                 times = np.asarray(times)[keep]
                 meta = None if meta is None else np.asarray(meta)[keep]
-        return cls(values, times, valid, meta, name)
+                cloud_values = None if cloud_values is None else np.asarray(cloud_values)[keep]
+        return cls(values, times, valid, meta, name, cloud_values)
 
     T = property(lambda self: self.values.shape[0], doc="number of frames")
     C = property(lambda self: self.values.shape[1], doc="number of bands")
@@ -304,13 +314,15 @@ class SourceFrames:
     def select(self, index) -> "SourceFrames":
         """A subset of frames (index array or slice), keeping order."""
         meta = None if self.meta is None else self.meta[index]
-        return SourceFrames(self.values[index], self.times[index], self.valid[index], meta, self.name)
+        cv = None if self.cloud_values is None else self.cloud_values[index]
+        return SourceFrames(self.values[index], self.times[index], self.valid[index], meta, self.name, cv)
 
     def crop(self, row: int, col: int, height: int, width: int) -> "SourceFrames":
         """A spatial window; frames left with no valid pixel are dropped."""
         win = (slice(None), slice(row, row + height), slice(col, col + width))
+        cv = None if self.cloud_values is None else self.cloud_values[:, :, win[1], win[2]]
         return SourceFrames.build(self.values[:, :, win[1], win[2]], self.times, self.valid[win],
-                                  self.meta, self.name, empty="drop")
+                                  self.meta, self.name, empty="drop", cloud_values=cv)
 
 
 # %% [markdown]
@@ -649,12 +661,14 @@ def load_xarray_cube(
     scale: float = 1.0, offset: float = 0.0, nodata: float | int | None = None,
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
     valid: np.ndarray | None = None, crs: str | None = None, time: float | int | None = None,
-    empty: str = "raise", nonfinite: str = "raise",
+    empty: str = "raise", nonfinite: str = "raise", keep_cloud: bool = False,
 ) -> tuple[SourceFrames, Grid]:
     """Read the variables of one source from an xarray/netCDF cube.
 
     Values become `raw * scale + offset` (then `transform`, if given); pixels equal to
     `nodata` (any band) and, when given, where `valid` (`T H W`) is False are invalid.
+    With `keep_cloud`, the finite values under pixels that only `valid` rules out (clouds,
+    not nodata) are kept as the frames' `cloud_values`.
     A cube without a time dimension gives one frame at `time` (days; default 0).
     """
     import xarray as xr
@@ -680,15 +694,21 @@ def load_xarray_cube(
     ok = np.ones((raw.shape[0], *raw.shape[2:]), bool)
     if nodata is not None:
         ok &= ~(raw == nodata).any(axis=1)
+    observed = ok.copy()  # not nodata
     if valid is not None:
         ok &= np.asarray(valid, bool)
     vals = raw.astype(np.float64) * scale + offset
     if transform is not None:
         with np.errstate(divide="ignore", invalid="ignore"):
             vals = transform(vals)
+    cloud = None
+    if keep_cloud:
+        under = (observed & ~ok)[:, None] & np.isfinite(vals).all(axis=1, keepdims=True)
+        cloud = np.where(under, np.nan_to_num(vals), 0.0)
     if nonfinite == "raise":
         vals = np.where(ok[:, None], vals, 0.0)  # values under nodata are not ours to judge
-    frames = SourceFrames.build(vals, times, ok, name=spec.name, nonfinite=nonfinite, empty=empty)
+    frames = SourceFrames.build(vals, times, ok, name=spec.name, nonfinite=nonfinite, empty=empty,
+                                cloud_values=cloud)
     return frames, grid
 
 

@@ -214,7 +214,8 @@ def _greenearthnet_site(site: str, kind: str = "") -> str:
 
 def load_greenearthnet_minicube(site: str, root=None) -> Sample:
     """A GreenEarthNet minicube (site in portugal, hungary, sweden): S2 B02 B03 B04 B8A,
-    clouds from s2_dlmask, `dem` (Copernicus DEM) and `landcover` (WorldCover) targets."""
+    clouds from s2_dlmask (the values under them kept as `cloud_values`), `dem` (Copernicus
+    DEM) and `landcover` (WorldCover) targets."""
     import xarray as xr
 
     name = _greenearthnet_site(site)
@@ -222,7 +223,7 @@ def load_greenearthnet_minicube(site: str, root=None) -> Sample:
         ds = ds.load()
         clear = ds["s2_dlmask"].values == 0
         s2, grid = load_xarray_cube(ds, GREENEARTHNET_S2, [f"s2_{b}" for b in GREENEARTHNET_S2.bands],
-                                    valid=clear, nonfinite="mask", empty="drop")
+                                    valid=clear, nonfinite="mask", empty="drop", keep_cloud=True)
         mid = float(np.mean(s2.times[[0, -1]]))
         dem, _ = load_xarray_cube(ds, DEM, ["cop_dem"], time=mid, nonfinite="mask")
         ids, ok = worldcover_to_ids(ds["esawc_lc"].values)

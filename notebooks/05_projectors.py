@@ -65,7 +65,9 @@ if "google.colab" in sys.modules:  # pragma: no cover - only on Colab
 #   changes nothing.
 # - **Gaps, optionally filled** (`ModelConfig.gap_fill`): where a frame has no
 #   observation (the loader wrote 0 in every band), `"mean"` puts the mean of that pixel's
-#   observed frames; `"zero"` leaves the zero. See *Gaps* at the end of the chapter.
+#   observed frames; `"raw"` puts what the sensor measured under a cloud, where the batch
+#   carries it (`SourceBatch.cloud`); `"zero"` leaves the zero. See *Gaps* at the end of
+#   the chapter.
 # - Target-only sources (`role="target"`, e.g. DEM, land cover) have no projector.
 
 # %%
@@ -97,7 +99,8 @@ def fill_gaps(x: Float[Tensor, "B T C H W"], mask: Bool[Tensor, "B T"]) -> Float
 class SourceProjector(nn.Module):
     """One source's frames `B T C H W` -> `B T D H/2 W/2` (2x2 patch embedding + source embedding).
 
-    `gap_fill="mean"` fills pixels without an observation first (`fill_gaps`).
+    `gap_fill="mean"` fills pixels without an observation first (`fill_gaps`); `gap_fill="raw"`
+    puts there what the sensor measured under a cloud (`cloud`, where the batch carries it).
     """
 
     def __init__(self, spec: SourceSpec, d: int, gap_fill: str = "zero"):
@@ -107,7 +110,10 @@ class SourceProjector(nn.Module):
         self.proj = nn.Linear(4 * spec.channels, d)
         self.source_embedding = nn.Parameter(torch.randn(d) * 0.02)
 
-    def forward(self, x: Float[Tensor, "B T C H W"], mask: Bool[Tensor, "B T"]) -> Float[Tensor, "B T D h w"]:
+    def forward(self, x: Float[Tensor, "B T C H W"], mask: Bool[Tensor, "B T"],
+                cloud: Float[Tensor, "B T C H W"] | None = None) -> Float[Tensor, "B T D h w"]:
+        if self.gap_fill == "raw" and cloud is not None:
+            x = x + cloud  # 0 where x is valid, so only gaps under a cloud change
         keep = mask[:, :, None, None, None] & torch.isfinite(x)
         x = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
         if self.gap_fill == "mean":
@@ -134,7 +140,7 @@ class InputProjection(nn.Module):
         xs, ts, ms = [], [], []
         for name in self.names:  # a fixed Python loop over sources: static under torch.compile
             sb = batch[name]
-            xs.append(self.projectors[name](sb.x, sb.frame_mask))
+            xs.append(self.projectors[name](sb.x, sb.frame_mask, sb.cloud))
             ts.append(sb.t)
             ms.append(sb.frame_mask)
         return torch.cat(xs, dim=1), torch.cat(ts, dim=1), torch.cat(ms, dim=1)
@@ -249,6 +255,15 @@ plt.show()
 # recognised by its zeros alone); and shapes stay static. The paper is silent here because
 # its inputs have no gaps of this kind, so this is our choice (**open**), and `"zero"`
 # stays available (and is what the first shipped model was trained with).
+#
+# `gap_fill="raw"` is the paper's own choice: where a reader kept the radiance under a
+# cloud (`SourceFrames.cloud_values`, chapter 2; the GreenEarthNet minicubes do, since
+# their cloud mask marks pixels the sensor did see), collate puts it in the batch's
+# `cloud` tensor and this projector adds it to the zeros before the patch embedding. The
+# loss weights are unchanged, so the model is still never asked to reconstruct a cloud;
+# nodata stays zero. Whether a model this small, on so few places, learns to read
+# through clouds as the paper's does is an empirical question, measured with the
+# evaluation (lab notes).
 
 # %%
 from aef_lit.model.projectors import fill_gaps
@@ -279,21 +294,23 @@ def cloudy_frames():
     fr = normalise_frames(site.sources["s2"], site.specs["s2"], DEFAULT_STATS)
     clear = fr.valid.mean((1, 2))
     k = int(np.argmin(np.where(clear > 0.3, clear, 2.0)))
-    return torch.from_numpy(fr.values), torch.from_numpy(fr.valid), k
+    return torch.from_numpy(fr.values), torch.from_numpy(fr.valid), k, torch.from_numpy(fr.cloud_values)
 
 
 sw = cloudy_frames()
 if sw is not None:
-    xs, vs, k = sw
+    xs, vs, k, cs = sw
     xs_f = fill_gaps(xs[None], torch.ones(1, xs.shape[0], dtype=torch.bool))[0]
     as_rgb = lambda v: np.clip((v[[2, 1, 0]].permute(1, 2, 0).numpy() + 1.5) / 3.0, 0, 1)  # z-scores to [0, 1]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
+    fig, axes = plt.subplots(1, 4, figsize=(15, 4.2))
     axes[0].imshow(vs[k], cmap="gray")
     axes[0].set_title(f"valid pixels of frame {k} ({100 * vs[k].float().mean():.0f} % clear)")
     axes[1].imshow(as_rgb(xs[k]))
     axes[1].set_title('gap_fill="zero": what the model sees')
     axes[2].imshow(as_rgb(xs_f[k]))
     axes[2].set_title('gap_fill="mean": gaps filled from other frames')
+    axes[3].imshow(as_rgb(xs[k] + cs[k]))
+    axes[3].set_title('gap_fill="raw": what the sensor measured')
     for ax in axes:
         ax.axis("off")
     fig.suptitle("GreenEarthNet Sweden 2021, normalised RGB (real S2)")
@@ -301,4 +318,5 @@ if sw is not None:
     plt.show()
     gap = ~vs[k]
     assert (xs[k][:, gap] == 0).all() and (xs_f[k][:, gap] != 0).any(), "the gaps were zeros, and are filled"
+    assert (cs[k][:, ~gap] == 0).all() and (cs[k][:, gap] != 0).any(), "the radiance is kept only under the mask"
 

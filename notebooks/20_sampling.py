@@ -302,7 +302,8 @@ def augment_gain(row: Sample, rng: np.random.Generator, gain: float) -> Sample:
     for name, fr in row.sources.items():
         if row.specs[name].modality == "optical":
             g = np.exp(rng.uniform(-gain, gain, size=(1, fr.C, 1, 1))).astype(np.float32)
-            fr = SourceFrames(fr.values * g, fr.times, fr.valid, fr.meta, fr.name)
+            cv = None if fr.cloud_values is None else fr.cloud_values * g
+            fr = SourceFrames(fr.values * g, fr.times, fr.valid, fr.meta, fr.name, cv)
         out[name] = fr
     return Sample(row.site, row.grid, out, dict(row.specs), labels=row.labels, captions=row.captions)
 
@@ -330,7 +331,8 @@ def augment_occlusion(row: Sample, rng: np.random.Generator, p: float) -> Sample
             field = torch.nn.functional.interpolate(coarse, size=(H, W), mode="bilinear", align_corners=True)
             level = rng.uniform(0.1, 0.9, size=(hit.size, 1, 1))
             valid[hit] &= field[:, 0].numpy() > level
-        new = SourceFrames.build(fr.values, fr.times, valid, fr.meta, fr.name, empty="drop")
+        new = SourceFrames.build(fr.values, fr.times, valid, fr.meta, fr.name, empty="drop",
+                                 cloud_values=fr.cloud_values)  # a synthetic gap hides no radiance
         out[name] = new if new.T > 0 else fr
     return Sample(row.site, row.grid, out, dict(row.specs), labels=row.labels, captions=row.captions)
 
@@ -344,7 +346,7 @@ def augment_time_shift(row: Sample, rng: np.random.Generator, days: float) -> Sa
     at; shifting it makes the frames themselves the only reliable clue.
     """
     u = float(rng.uniform(-days, days))
-    out = {name: SourceFrames(fr.values, fr.times + u, fr.valid, fr.meta, fr.name)
+    out = {name: SourceFrames(fr.values, fr.times + u, fr.valid, fr.meta, fr.name, fr.cloud_values)
            for name, fr in row.sources.items()}
     return Sample(row.site, row.grid, out, dict(row.specs), labels=row.labels, captions=row.captions)
 

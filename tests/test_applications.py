@@ -144,15 +144,24 @@ def test_a_few_clicks_per_class_map_separable_clusters():
         few_click_map(x, {"only": [(0, 0)]})
 
 
-def test_period_summariser_equals_the_full_model_and_needs_one_encoder_pass(monkeypatch):
-    from aef_lit.data import synthetic_sample
+@pytest.mark.parametrize("gap_fill", ["zero", "raw"])
+def test_period_summariser_equals_the_full_model_and_needs_one_encoder_pass(monkeypatch, gap_fill):
+    from dataclasses import replace
+
+    from aef_lit.conventions import get_config
+    from aef_lit.data import SourceFrames, synthetic_sample
     from aef_lit.data.preprocess import collate
     from aef_lit.model import build_model, embed
 
     torch.manual_seed(0)
-    model = build_model("tiny").eval()
+    model = build_model(get_config("tiny", gap_fill=gap_fill)).eval()
     specs = model.cfg.input_sources
     s = synthetic_sample(specs, height=32, width=32, seed=3)
+    if gap_fill == "raw":  # radiance under the synthetic clouds, which the raw model reads
+        fr = s.sources["s2"]
+        s = replace(s, sources={**s.sources, "s2": SourceFrames(fr.values, fr.times, fr.valid, fr.meta, fr.name,
+                                                                 cloud_values=fr.values + 0.3)})
+        assert collate([s], specs)["s2"].cloud.abs().sum() > 0
     ps = PeriodSummariser(model, s, tile=16)
     calls = []
     orig = model.encode

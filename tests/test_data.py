@@ -192,6 +192,43 @@ def test_xarray_cube_masks_nodata_and_finds_the_grid():
     assert not fr.valid[1, 0, 0] and fr.values.max() == 50.0
 
 
+def test_cloud_values_are_kept_apart_and_follow_every_cut():
+    """The radiance under a cloud is kept only under invalid pixels and never in `values`;
+    select, crop and dropping empty frames keep it aligned with its frames."""
+    v = np.arange(3 * 2 * 4 * 4, dtype=np.float32).reshape(3, 2, 4, 4) + 1.0
+    valid = np.ones((3, 4, 4), bool)
+    valid[1, :2, :2] = False  # a cloud on frame 1
+    valid[2] = False  # frame 2 fully cloudy: dropped
+    fr = SourceFrames.build(v, [1.0, 2.0, 3.0], valid, empty="drop", cloud_values=v)
+    assert fr.T == 2 and fr.cloud_values.shape == fr.values.shape
+    assert (fr.values[1, :, :2, :2] == 0).all(), "values stay 0 under the cloud"
+    assert np.array_equal(fr.cloud_values[1, :, :2, :2], v[1, :, :2, :2]), "the measured radiance is kept"
+    assert (fr.cloud_values[fr.valid[:, None].repeat(2, 1)] == 0).all(), "and only there"
+    c = fr.crop(1, 1, 2, 2)
+    assert np.array_equal(c.cloud_values[1, :, 0, 0], v[1, :, 1, 1]) and c.cloud_values[1, :, 1, 1].sum() == 0
+    assert np.array_equal(fr.select([1]).cloud_values[0], fr.cloud_values[1])
+    with pytest.raises(D.DataError, match="cloud_values"):
+        SourceFrames(v, [1.0, 2.0, 3.0], cloud_values=v[:, :1])
+
+
+def test_xarray_cube_keeps_cloud_radiance_but_not_nodata():
+    import xarray as xr
+
+    raw = np.full((2, 2, 3), 100, np.uint16)
+    raw[0, 0, 0] = 65535  # nodata
+    clear = np.ones((2, 2, 3), bool)
+    clear[0, 0, :2] = False  # a cloud over the nodata pixel and its neighbour
+    ds = xr.Dataset({"b": (("t", "y", "x"), raw)},
+                    coords={"t": np.array(["2021-01-01", "2021-02-01"], "datetime64[ns]"),
+                            "y": [15.0, 5.0], "x": [5.0, 15.0, 25.0]})
+    spec = DEM.__class__("dem", ("b",), "static")
+    fr, _ = load_xarray_cube(ds, spec, ["b"], nodata=65535, crs="EPSG:32631", valid=clear, keep_cloud=True)
+    assert not fr.valid[0, 0, 0] and not fr.valid[0, 0, 1]
+    assert fr.cloud_values[0, 0, 0, 0] == 0, "nodata is not radiance"
+    assert fr.cloud_values[0, 0, 0, 1] == 100 and fr.cloud_values[1].sum() == 0
+    assert load_xarray_cube(ds, spec, ["b"], crs="EPSG:32631", valid=clear)[0].cloud_values is None
+
+
 def test_worldcover_codes_map_to_class_ids():
     ids, ok = worldcover_to_ids(np.array([10, 15, 40, 80, 90, 95, np.nan]))
     assert ids[ok].tolist() == [0, 3, 6, 7] and ok.tolist() == [True, False, True, True, True, False, False]
@@ -227,6 +264,8 @@ def test_greenearthnet_minicube(eo_real, site):
     lc = s.sources["landcover"]
     assert set(np.unique(lc.values[:, 0][lc.valid])) <= set(range(len(WORLDCOVER_CLASSES)))
     assert s.specs["landcover"] == LANDCOVER and s.labels["classes"]
+    cloudy = ~s2.valid[:, None].repeat(s2.C, 1)
+    assert (s2.cloud_values[~cloudy] == 0).all() and (s2.cloud_values[cloudy] > 0).mean() > 0.5
 
 
 @pytest.mark.real

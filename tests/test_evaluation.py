@@ -150,6 +150,32 @@ def test_embed_sample_tiles_independently_and_pads_any_size():
     assert np.allclose(one[:, 0, 0], E.embed_sample(model, tiled, period, tile=16)[:, 8, 8], atol=1e-5)
 
 
+def test_the_evaluation_shows_a_raw_model_its_clouds_and_no_other_model():
+    """embed_sample carries the radiance under clouds to a gap_fill="raw" model, tile by tile; a
+    "zero" model's embeddings do not change with it. (A lone labelled pixel never has a cloudy
+    frame: a frame with no valid pixel is dropped.)"""
+    cfg = get_config("tiny", sources=(GREENEARTHNET_S2,))
+    torch.manual_seed(0)
+    zero = build_model(cfg).eval()
+    raw = build_model(cfg.replace(gap_fill="raw")).eval()
+    raw.load_state_dict(zero.state_dict())
+    s = E.select_inputs(synthetic_sample((GREENEARTHNET_S2,), height=32, width=32, seed=3), (GREENEARTHNET_S2,))
+    fr = s.sources["s2"]
+    valid = fr.valid.copy()
+    valid[1, :8, :8] = False  # a cloud over part of the first tile's second frame (a frame clear on
+    values = fr.values.copy()  # less than 5 % of a tile is not read for that tile, cloud or not)
+    measured = np.zeros_like(values)
+    measured[1, :, :8, :8] = values[1, :, :8, :8] + 0.3  # what the sensor saw there
+    cloudy = Sample(s.site, s.grid, {"s2": SourceFrames(values.copy(), fr.times, valid, name="s2",
+                                                        cloud_values=measured)}, s.specs)
+    plain = Sample(s.site, s.grid, {"s2": SourceFrames(values.copy(), fr.times, valid, name="s2")}, s.specs)
+    period = (s.time_span()[0], s.time_span()[1] + 1)
+    for m, changes in ((zero, False), (raw, True)):
+        a, b = E.embed_sample(m, cloudy, period, tile=16), E.embed_sample(m, plain, period, tile=16)
+        assert np.allclose(a[:, 16:, 16:], b[:, 16:, 16:], atol=1e-6), "a tile without cloud is unchanged"
+        assert (not np.allclose(a[:, :16, :16], b[:, :16, :16], atol=1e-4)) == changes
+
+
 def test_untrained_models_are_seeded():
     cfg = get_config("tiny", sources=(GREENEARTHNET_S2,))
     a, b, c = E.untrained_model(cfg, 0), E.untrained_model(cfg, 0), E.untrained_model(cfg, 1)

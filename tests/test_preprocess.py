@@ -113,6 +113,31 @@ def test_resample_bilinear_never_blends_clouds():
     assert not out.valid[0, :, 17:].any()
 
 
+def test_cloud_radiance_is_normalised_like_values_and_reaches_only_the_cloud_tensor():
+    """A cloud's radiance goes through the same normalisation as a clear pixel's, into the
+    batch's `cloud` tensor; `x` and the weights are those of the same frames without it."""
+    v = np.full((2, S2.channels, 16, 16), 0.05, np.float32)
+    v[1, :, :4, :4] = 0.6  # a bright cloud on frame 1
+    valid = np.ones((2, 16, 16), bool)
+    valid[1, :4, :4] = False
+    cloudy = SourceFrames(v.copy(), [1.0, 20.0], valid, name="s2", cloud_values=v.copy())
+    plain = SourceFrames(v.copy(), [1.0, 20.0], valid, name="s2")  # (the constructor zeroes its values in place)
+    as_clear = normalise_frames(SourceFrames(v.copy(), [1.0, 20.0], name="s2"), S2)
+    n = normalise_frames(cloudy, S2)
+    assert np.allclose(n.cloud_values[1, :, :4, :4], as_clear.values[1, :, :4, :4])
+    assert (n.cloud_values[:, :, 4:] == 0).all() and (n.values[1, :, :4, :4] == 0).all()
+    grid = Grid(UTM.crs, UTM.transform, 16, 16)
+    b = collate([Sample("a", grid, {"s2": cloudy}, {"s2": S2})], [S2])["s2"]
+    b0 = collate([Sample("a", grid, {"s2": plain}, {"s2": S2})], [S2])["s2"]
+    assert b0.cloud is None and torch.equal(b.x, b0.x) and torch.equal(b.weight, b0.weight)
+    assert torch.allclose(b.cloud[0, 1, :, :4, :4], torch.from_numpy(as_clear.values[1, :, :4, :4]))
+    assert (b.cloud * b.weight[:, :, None]).abs().max() == 0, "nothing where the pixel is valid"
+    fine = Grid(UTM.crs, (5.0, 0.0, 600_000.0, 0.0, -5.0, 5_650_000.0), 32, 32)
+    r = resample_to_grid(cloudy, UTM, fine)
+    assert np.allclose(r.cloud_values[1, :, :6, :6], 0.6)
+    assert np.allclose(r.values[r.valid[:, None].repeat(S2.channels, 1)], 0.05)
+
+
 def test_utm_grid_for_a_latlon_grid():
     ll = Grid("EPSG:4326", (0.0002, 0.0, -8.575, 0.0, -0.00018, 39.30), 64, 64)
     g = utm_grid_for(ll, 10.0)

@@ -107,3 +107,25 @@ def test_gap_fill_option_changes_only_frames_with_gaps(tiny_cfg, gen):
     assert diff.nonzero().tolist() == [[1, 0, 0]], "only the gap's own cell of its own frame changes"
     with pytest.raises(ValueError, match="gap_fill"):
         tiny_cfg.replace(gap_fill="nearest")
+
+
+def test_raw_gap_fill_reads_cloud_radiance_only_under_gaps_of_real_frames(tiny_cfg, gen):
+    """gap_fill="raw" (the paper's raw input): the measured radiance under a cloud reaches the
+    patch embedding; a batch without it, the zero model, and a masked (held-out) frame do not."""
+    from aef_lit.model.projectors import SourceProjector
+
+    spec = tiny_cfg.input_sources[0]
+    zero, raw = SourceProjector(spec, 8), SourceProjector(spec, 8, gap_fill="raw")
+    raw.load_state_dict(zero.state_dict())
+    x = torch.randn(1, 3, spec.channels, 4, 4, generator=gen)
+    x[0, 1, :, :2, :2] = 0.0  # frame 1: one 2x2 cell under a cloud
+    cloud = torch.zeros_like(x)
+    cloud[0, 1, :, :2, :2] = 2.5  # what the sensor measured there
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    assert torch.equal(raw(x, mask), zero(x, mask)), "without cloud values, raw is zero"
+    assert torch.equal(zero(x, mask, cloud), zero(x, mask)), "the zero model never reads them"
+    diff = (raw(x, mask, cloud) - zero(x, mask)).abs().sum(2)[0]
+    assert diff.nonzero().tolist() == [[1, 0, 0]], "only the cloudy cell of its own frame changes"
+    held = mask.clone()
+    held[0, 1] = False  # the cloudy frame held out: nothing of it may reach the encoder
+    assert torch.equal(raw(x, held, cloud)[0, 1], zero(x, held)[0, 1])

@@ -206,21 +206,22 @@ class PeriodSummariser:
         n = (self.Hp // L) * (self.Wp // L)
         tiles = {}
         for k, v in batch.items():
-            x = F.pad(v.x, (0, self.Wp - self.W, 0, self.Hp - self.H))
-            w = F.pad(v.weight, (0, self.Wp - self.W, 0, self.Hp - self.H))
-            tiles[k] = SourceBatch(x=rearrange(x, "b t c (i h) (j w) -> (b i j) t c h w", h=L, w=L),
+            pad = (0, self.Wp - self.W, 0, self.Hp - self.H)
+            cut = "b t c (i h) (j w) -> (b i j) t c h w"
+            tiles[k] = SourceBatch(x=rearrange(F.pad(v.x, pad), cut, h=L, w=L),
                                    t=v.t.repeat(n, 1), frame_mask=v.frame_mask.repeat(n, 1),
-                                   weight=rearrange(w, "b t (i h) (j w) -> (b i j) t h w", h=L, w=L),
-                                   meta=None if v.meta is None else v.meta.repeat(n, 1, 1))
+                                   weight=rearrange(F.pad(v.weight, pad), "b t (i h) (j w) -> (b i j) t h w", h=L, w=L),
+                                   meta=None if v.meta is None else v.meta.repeat(n, 1, 1),
+                                   cloud=None if v.cloud is None else rearrange(F.pad(v.cloud, pad), cut, h=L, w=L))
         dev = next(model.parameters()).device
         model.eval()
         self.encoded = []
         with torch.no_grad():
             for s0 in range(0, n, batch_size):
-                chunk = {k: SourceBatch(x=v.x[s0:s0 + batch_size].to(dev), t=v.t[s0:s0 + batch_size].to(dev),
-                                        frame_mask=v.frame_mask[s0:s0 + batch_size].to(dev),
-                                        weight=v.weight[s0:s0 + batch_size].to(dev),
-                                        meta=None if v.meta is None else v.meta[s0:s0 + batch_size].to(dev))
+                part = slice(s0, s0 + batch_size)
+                chunk = {k: SourceBatch(x=v.x[part], t=v.t[part], frame_mask=v.frame_mask[part], weight=v.weight[part],
+                                        meta=None if v.meta is None else v.meta[part],
+                                        cloud=None if v.cloud is None else v.cloud[part]).to(dev)
                          for k, v in tiles.items()}
                 enc = model.encode(chunk)  # the summariser's period-free half is kept too: keys and values
                 self.encoded.append((model.summariser.pool.keys_values(enc.features, enc.t, enc.mask),

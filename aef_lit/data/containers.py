@@ -119,6 +119,9 @@ class SourceFrames:
         times: float64 `T`, days since 1970-01-01, strictly increasing.
         valid: bool `T H W`; False = nodata or cloud (a loss weight later, never input).
         meta: optional float32 `T M` per-frame sensor metadata (e.g. S1 ascending = 1).
+        cloud_values: optional float32 `T C H W`: the measured values under pixels flagged as
+            cloud (0 elsewhere), kept apart from `values` so that every reader of `values`
+            still sees 0 there; only a model with `gap_fill="raw"` is shown them (chapter 3).
         name: the source name, used in error messages.
     """
 
@@ -127,6 +130,7 @@ class SourceFrames:
     valid: ArrayLike | None = None
     meta: ArrayLike | None = None
     name: str = "source"
+    cloud_values: ArrayLike | None = None
 
     def __post_init__(self):
         n = self.name
@@ -173,11 +177,16 @@ class SourceFrames:
             self.meta = np.asarray(self.meta, dtype=np.float32)
             if self.meta.ndim != 2 or self.meta.shape[0] != T:
                 raise DataError(f"{n}: meta must be (T, M) with T = {T}, got {self.meta.shape}")
+        if self.cloud_values is not None:  # before values are zeroed: they may be the same array
+            cv = np.asarray(self.cloud_values, dtype=np.float32)
+            if cv.shape != self.values.shape:
+                raise DataError(f"{n}: cloud_values must have the shape of values {self.values.shape}, got {cv.shape}")
+            self.cloud_values = np.where(self.valid[:, None], 0.0, np.nan_to_num(cv)).astype(np.float32)
         self.values[~np.broadcast_to(self.valid[:, None], self.values.shape)] = 0.0
 
     @classmethod
     def build(cls, values, times, valid=None, meta=None, name: str = "source",
-              nonfinite: str = "raise", empty: str = "raise") -> "SourceFrames":
+              nonfinite: str = "raise", empty: str = "raise", cloud_values=None) -> "SourceFrames":
         """Construct with explicit policies: `nonfinite="mask"` turns NaN/inf into invalid
         pixels (filled with 0); `empty="drop"` drops frames with no valid pixel."""
         values = np.array(values, dtype=np.float32)
@@ -194,7 +203,8 @@ class SourceFrames:
                 values, valid = values[keep], valid[keep]
                 times = np.asarray(times)[keep]
                 meta = None if meta is None else np.asarray(meta)[keep]
-        return cls(values, times, valid, meta, name)
+                cloud_values = None if cloud_values is None else np.asarray(cloud_values)[keep]
+        return cls(values, times, valid, meta, name, cloud_values)
 
     T = property(lambda self: self.values.shape[0], doc="number of frames")
     C = property(lambda self: self.values.shape[1], doc="number of bands")
@@ -207,13 +217,15 @@ class SourceFrames:
     def select(self, index) -> "SourceFrames":
         """A subset of frames (index array or slice), keeping order."""
         meta = None if self.meta is None else self.meta[index]
-        return SourceFrames(self.values[index], self.times[index], self.valid[index], meta, self.name)
+        cv = None if self.cloud_values is None else self.cloud_values[index]
+        return SourceFrames(self.values[index], self.times[index], self.valid[index], meta, self.name, cv)
 
     def crop(self, row: int, col: int, height: int, width: int) -> "SourceFrames":
         """A spatial window; frames left with no valid pixel are dropped."""
         win = (slice(None), slice(row, row + height), slice(col, col + width))
+        cv = None if self.cloud_values is None else self.cloud_values[:, :, win[1], win[2]]
         return SourceFrames.build(self.values[:, :, win[1], win[2]], self.times, self.valid[win],
-                                  self.meta, self.name, empty="drop")
+                                  self.meta, self.name, empty="drop", cloud_values=cv)
 
 
 @dataclass

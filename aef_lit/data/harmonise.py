@@ -55,7 +55,8 @@ def harmonise(sample: Sample, spec: SourceSpec = GREENEARTHNET_S2, res: float | 
                             f"(nor {', '.join(aliases.get(band, ())) or 'a stand-in'}); it has {', '.join(have)}")
         index.append(found[0])
     fr = sample.sources[spec.name]
-    sources = {spec.name: SourceFrames(fr.values[:, index], fr.times, fr.valid, fr.meta, fr.name)}
+    cv = None if fr.cloud_values is None else fr.cloud_values[:, index]
+    sources = {spec.name: SourceFrames(fr.values[:, index], fr.times, fr.valid, fr.meta, fr.name, cv)}
     sources |= {n: f for n, f in sample.sources.items() if n in keep and n != spec.name}
     specs = {n: spec if n == spec.name else sample.specs[n] for n in sources}
     out = Sample(sample.site, sample.grid, sources, specs, labels=sample.labels, captions=sample.captions)

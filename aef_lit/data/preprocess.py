@@ -149,10 +149,16 @@ def normalise_frames(frames: SourceFrames, spec: SourceSpec, stats: NormStats | 
         return frames
     mean, std = (stats or DEFAULT_STATS).get(spec)
     valid = physical_valid(frames, spec)
-    x = (transform_values(frames.values, spec) - mean[:, None, None]) / std[:, None, None]
-    x = np.clip(x, -CLIP_SIGMA, CLIP_SIGMA)
-    x = np.where(valid[:, None], x, 0.0).astype(np.float32)
-    return SourceFrames.build(x, frames.times, valid, frames.meta, frames.name, empty="drop")
+
+    def norm(v: np.ndarray) -> np.ndarray:
+        return np.clip((transform_values(v, spec) - mean[:, None, None]) / std[:, None, None], -CLIP_SIGMA, CLIP_SIGMA)
+
+    x = np.where(valid[:, None], norm(frames.values), 0.0).astype(np.float32)
+    cloud = None
+    if frames.cloud_values is not None:  # the same transform under clouds; 0 where nothing was measured
+        cv = frames.cloud_values
+        cloud = np.where((cv != 0).any(axis=1, keepdims=True), norm(cv), 0.0).astype(np.float32)
+    return SourceFrames.build(x, frames.times, valid, frames.meta, frames.name, empty="drop", cloud_values=cloud)
 
 
 def denormalise(x: np.ndarray, spec: SourceSpec, stats: NormStats | None = None) -> np.ndarray:
@@ -173,19 +179,27 @@ def resample_to_grid(frames: SourceFrames, src_grid: Grid, dst_grid: Grid,
     T, C = frames.T, frames.C
     if T == 0 or not src_grid.mismatch(dst_grid):
         return frames
-    src = np.where(frames.valid[:, None], frames.values, np.nan).reshape(T * C, *src_grid.shape)
-    dst = np.full((T * C, *dst_grid.shape), np.nan, np.float32)
     kw = dict(src_transform=src_grid.affine, src_crs=src_grid.rio_crs,
               dst_transform=dst_grid.affine, dst_crs=dst_grid.rio_crs)
-    reproject(src.astype(np.float32), dst, src_nodata=np.nan, dst_nodata=np.nan,
-              resampling=Resampling.nearest if categorical else Resampling.bilinear, **kw)
+
+    def warp(seen: np.ndarray, values: np.ndarray) -> np.ndarray:  # T H W, T C H W -> T C h w
+        src = np.where(seen[:, None], values, np.nan).reshape(T * C, *src_grid.shape)
+        dst = np.full((T * C, *dst_grid.shape), np.nan, np.float32)
+        reproject(src.astype(np.float32), dst, src_nodata=np.nan, dst_nodata=np.nan,
+                  resampling=Resampling.nearest if categorical else Resampling.bilinear, **kw)
+        return dst.reshape(T, C, *dst_grid.shape)
+
+    values = warp(frames.valid, frames.values)
     ok = np.zeros((T, *dst_grid.shape), np.uint8)
     reproject(frames.valid.astype(np.uint8), ok, src_nodata=255, dst_nodata=0,
               resampling=Resampling.nearest, **kw)
-    values = dst.reshape(T, C, *dst_grid.shape)
     valid = ok.astype(bool) & np.isfinite(values).all(axis=1)
+    cloud = None
+    if frames.cloud_values is not None:  # the measured values, clear or cloudy, warped alike
+        seen = frames.valid | (frames.cloud_values != 0).any(axis=1)
+        cloud = np.nan_to_num(warp(seen, frames.values + frames.cloud_values))
     return SourceFrames.build(np.nan_to_num(values), frames.times, valid, frames.meta, frames.name,
-                              empty="drop")
+                              empty="drop", cloud_values=cloud)
 
 
 def utm_grid_for(grid: Grid, res: float = 10.0) -> Grid:
@@ -248,6 +262,7 @@ def collate(
         mask = np.zeros((B, T), bool)
         weight = np.zeros((B, T, H, W), np.float32)
         meta = np.zeros((B, T, len(spec.metadata)), np.float32) if spec.metadata else None
+        cloud = None
         for b, s in enumerate(samples):
             if spec.name not in s.sources:
                 continue
@@ -258,6 +273,10 @@ def collate(
             idx = _pick(fr.T, T, generator)
             n = len(idx)
             x[b, :n] = fr.values[idx]
+            if fr.cloud_values is not None:
+                if cloud is None:
+                    cloud = np.zeros_like(x)
+                cloud[b, :n] = fr.cloud_values[idx]
             weight[b, :n] = fr.valid[idx]
             mask[b, :n] = True
             if not timeless:
@@ -266,5 +285,6 @@ def collate(
                 meta[b, :n] = fr.meta[idx]
         out[spec.name] = SourceBatch(
             x=torch.from_numpy(x), t=torch.from_numpy(t), frame_mask=torch.from_numpy(mask),
-            weight=torch.from_numpy(weight), meta=None if meta is None else torch.from_numpy(meta))
+            weight=torch.from_numpy(weight), meta=None if meta is None else torch.from_numpy(meta),
+            cloud=None if cloud is None else torch.from_numpy(cloud))
     return out

@@ -142,12 +142,14 @@ def load_xarray_cube(
     scale: float = 1.0, offset: float = 0.0, nodata: float | int | None = None,
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
     valid: np.ndarray | None = None, crs: str | None = None, time: float | int | None = None,
-    empty: str = "raise", nonfinite: str = "raise",
+    empty: str = "raise", nonfinite: str = "raise", keep_cloud: bool = False,
 ) -> tuple[SourceFrames, Grid]:
     """Read the variables of one source from an xarray/netCDF cube.
 
     Values become `raw * scale + offset` (then `transform`, if given); pixels equal to
     `nodata` (any band) and, when given, where `valid` (`T H W`) is False are invalid.
+    With `keep_cloud`, the finite values under pixels that only `valid` rules out (clouds,
+    not nodata) are kept as the frames' `cloud_values`.
     A cube without a time dimension gives one frame at `time` (days; default 0).
     """
     import xarray as xr
@@ -173,13 +175,19 @@ def load_xarray_cube(
     ok = np.ones((raw.shape[0], *raw.shape[2:]), bool)
     if nodata is not None:
         ok &= ~(raw == nodata).any(axis=1)
+    observed = ok.copy()  # not nodata
     if valid is not None:
         ok &= np.asarray(valid, bool)
     vals = raw.astype(np.float64) * scale + offset
     if transform is not None:
         with np.errstate(divide="ignore", invalid="ignore"):
             vals = transform(vals)
+    cloud = None
+    if keep_cloud:
+        under = (observed & ~ok)[:, None] & np.isfinite(vals).all(axis=1, keepdims=True)
+        cloud = np.where(under, np.nan_to_num(vals), 0.0)
     if nonfinite == "raise":
         vals = np.where(ok[:, None], vals, 0.0)  # values under nodata are not ours to judge
-    frames = SourceFrames.build(vals, times, ok, name=spec.name, nonfinite=nonfinite, empty=empty)
+    frames = SourceFrames.build(vals, times, ok, name=spec.name, nonfinite=nonfinite, empty=empty,
+                                cloud_values=cloud)
     return frames, grid

@@ -20,8 +20,9 @@ def row_generator(seed: int, key: int) -> np.random.Generator:
 def _window(fr: SourceFrames, r: int, c: int, L: int, index: np.ndarray) -> SourceFrames:
     """Frames `index` of `fr`, cropped to the L x L window at (r, c)."""
     meta = None if fr.meta is None else fr.meta[index]
+    cv = None if fr.cloud_values is None else fr.cloud_values[index][:, :, r:r + L, c:c + L]
     return SourceFrames(fr.values[index][:, :, r:r + L, c:c + L], fr.times[index],
-                        fr.valid[index][:, r:r + L, c:c + L], meta, fr.name)
+                        fr.valid[index][:, r:r + L, c:c + L], meta, fr.name, cv)
 
 
 def cut_row(sample: Sample, rng: np.random.Generator, tile: int, frames: int,

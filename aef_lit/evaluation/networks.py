@@ -40,8 +40,9 @@ def embed_sample(model, sample: Sample, period: Period, tile: int | None = None,
     if (H, W) == (1, 1):
         return embed_pixels(model, [sample], [period], side)[0]
     Hp, Wp = -(-H // side) * side, -(-W // side) * side
-    batch = {k: v.replace(x=F.pad(v.x, (0, Wp - W, 0, Hp - H)), weight=F.pad(v.weight, (0, Wp - W, 0, Hp - H)))
-             for k, v in batch.items()}
+    pad = (0, Wp - W, 0, Hp - H)
+    batch = {k: v.replace(x=F.pad(v.x, pad), weight=F.pad(v.weight, pad),
+                          cloud=None if v.cloud is None else F.pad(v.cloud, pad)) for k, v in batch.items()}
     if L:  # tiles as a batch; a tile reads only the frames clear on >= min_valid of it, as in training
         n = (Hp // L) * (Wp // L)
         tiles = {}
@@ -49,15 +50,17 @@ def embed_sample(model, sample: Sample, period: Period, tile: int | None = None,
             w = rearrange(v.weight, "b t (i h) (j w) -> (b i j) t h w", h=L, w=L)
             timeless = sample.specs[k].modality in _bl.TIMELESS
             clear = v.frame_mask.repeat(n, 1) & ((w.mean((-2, -1)) >= min_valid) | timeless)
-            tiles[k] = SourceBatch(x=rearrange(v.x, "b t c (i h) (j w) -> (b i j) t c h w", h=L, w=L),
-                                   t=v.t.repeat(n, 1), frame_mask=clear, weight=w,
-                                   meta=None if v.meta is None else v.meta.repeat(n, 1, 1))
+            cut = "b t c (i h) (j w) -> (b i j) t c h w"
+            tiles[k] = SourceBatch(x=rearrange(v.x, cut, h=L, w=L), t=v.t.repeat(n, 1), frame_mask=clear, weight=w,
+                                   meta=None if v.meta is None else v.meta.repeat(n, 1, 1),
+                                   cloud=None if v.cloud is None else rearrange(v.cloud, cut, h=L, w=L))
         per = torch.tensor([period], dtype=torch.float64).repeat(n, 1)
         out = []
         for s0 in range(0, n, batch_size):
-            chunk = {k: SourceBatch(x=v.x[s0:s0 + batch_size], t=v.t[s0:s0 + batch_size],
-                                    frame_mask=v.frame_mask[s0:s0 + batch_size], weight=v.weight[s0:s0 + batch_size],
-                                    meta=None if v.meta is None else v.meta[s0:s0 + batch_size])
+            part = slice(s0, s0 + batch_size)
+            chunk = {k: SourceBatch(x=v.x[part], t=v.t[part], frame_mask=v.frame_mask[part], weight=v.weight[part],
+                                    meta=None if v.meta is None else v.meta[part],
+                                    cloud=None if v.cloud is None else v.cloud[part])
                      for k, v in tiles.items()}
             out.append(embed(model, chunk, per[s0:s0 + batch_size]).cpu())
         mu = rearrange(torch.cat(out), "(i j) e h w -> e (i h) (j w)", i=Hp // L, j=Wp // L)

@@ -28,7 +28,8 @@ def fill_gaps(x: Float[Tensor, "B T C H W"], mask: Bool[Tensor, "B T"]) -> Float
 class SourceProjector(nn.Module):
     """One source's frames `B T C H W` -> `B T D H/2 W/2` (2x2 patch embedding + source embedding).
 
-    `gap_fill="mean"` fills pixels without an observation first (`fill_gaps`).
+    `gap_fill="mean"` fills pixels without an observation first (`fill_gaps`); `gap_fill="raw"`
+    puts there what the sensor measured under a cloud (`cloud`, where the batch carries it).
     """
 
     def __init__(self, spec: SourceSpec, d: int, gap_fill: str = "zero"):
@@ -38,7 +39,10 @@ class SourceProjector(nn.Module):
         self.proj = nn.Linear(4 * spec.channels, d)
         self.source_embedding = nn.Parameter(torch.randn(d) * 0.02)
 
-    def forward(self, x: Float[Tensor, "B T C H W"], mask: Bool[Tensor, "B T"]) -> Float[Tensor, "B T D h w"]:
+    def forward(self, x: Float[Tensor, "B T C H W"], mask: Bool[Tensor, "B T"],
+                cloud: Float[Tensor, "B T C H W"] | None = None) -> Float[Tensor, "B T D h w"]:
+        if self.gap_fill == "raw" and cloud is not None:
+            x = x + cloud  # 0 where x is valid, so only gaps under a cloud change
         keep = mask[:, :, None, None, None] & torch.isfinite(x)
         x = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
         if self.gap_fill == "mean":
@@ -65,7 +69,7 @@ class InputProjection(nn.Module):
         xs, ts, ms = [], [], []
         for name in self.names:  # a fixed Python loop over sources: static under torch.compile
             sb = batch[name]
-            xs.append(self.projectors[name](sb.x, sb.frame_mask))
+            xs.append(self.projectors[name](sb.x, sb.frame_mask, sb.cloud))
             ts.append(sb.t)
             ms.append(sb.frame_mask)
         return torch.cat(xs, dim=1), torch.cat(ts, dim=1), torch.cat(ms, dim=1)
