@@ -110,6 +110,8 @@ class TrainConfig:
         captions: `site` (the site's one caption) or `row` (place, months, sky of the row; chapter 20).
         gain: radiometric augmentation of optical bands (chapter 20; 0 = off).
         occlude: probability of a synthetic cloud-shaped gap per input frame (chapter 20; 0 = off).
+        loss_weights: the weights a b c d of reconstruction, uniformity, consistency and text
+            (chapter 19), divided by their sum (paper: 1 0.05 0.02 0.001).
         time_shift: move each row's timestamps by one random U(-time_shift, time_shift) days
             (chapter 20; 0 = off).
         targets: the target-only sources the model learns to decode where a site has them
@@ -150,6 +152,7 @@ class TrainConfig:
     gain: float = 0.0
     occlude: float = 0.0
     time_shift: float = 0.0
+    loss_weights: tuple[float, ...] = (1.0, 0.05, 0.02, 0.001)
     targets: tuple[str, ...] = ("dem", "landcover")
     init_from: str = ""
     progress: bool = True
@@ -167,6 +170,13 @@ class TrainConfig:
             raise ValueError(f"tile must be a multiple of 16, got {self.tile}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema is a decay in [0, 1), got {self.ema}")
+        try:
+            weights = tuple(float(w) for w in self.loss_weights)
+        except (TypeError, ValueError):
+            raise ValueError(f"loss_weights are four numbers a b c d, got {self.loss_weights!r}") from None
+        if len(weights) != 4 or min(weights) < 0 or sum(weights) <= 0:
+            raise ValueError(f"loss_weights are four non-negative numbers a b c d with a positive sum, got {weights}")
+        object.__setattr__(self, "loss_weights", weights)
         if self.captions not in ("site", "row"):
             raise ValueError(f"captions is `site` or `row`, got {self.captions!r}")
         self.overrides()  # fail at parse time, not after the data has loaded
@@ -601,12 +611,12 @@ def build_model_and_objective(cfg: TrainConfig, specs: Sequence[SourceSpec]
                               ) -> tuple[ModelConfig, nn.Module, nn.Module]:
     """The preset's model for the data's sources (chapter 14), and chapter 19's objective."""
     from aef_lit.model import build_model
-    from aef_lit.objective import AEFObjective
+    from aef_lit.objective import AEFObjective, LossWeights
 
     base = get_config(cfg.preset, **cfg.overrides())
     model_cfg = base.replace(tile=cfg.tile or base.tile, sources=tuple(specs))
     model = build_model(model_cfg)
-    return model_cfg, model, AEFObjective(model_cfg)
+    return model_cfg, model, AEFObjective(model_cfg, LossWeights(*cfg.loss_weights))
 
 
 def default_data(cfg: TrainConfig, model_tile: int, info: rt.DistInfo):

@@ -280,7 +280,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "model": ("preset", "model_overrides", "tile"),
     "data": ("data", "sites", "frames", "min_span_days", "targets", "text", "captions", "gain", "occlude", "time_shift",
              "workers"),
-    "optimisation": ("batch_size", "grad_accum", "lr", "clip", "seed"),
+    "optimisation": ("batch_size", "grad_accum", "lr", "clip", "seed", "loss_weights"),
     "schedule": ("steps", "warmup_frac"),
     "checkpointing": ("out_dir", "checkpoint_every", "keep_best", "ema", "resume", "init_from"),
     "runtime": ("device", "compile", "bf16", "activation_checkpointing", "progress", "log_every"),
@@ -801,7 +801,12 @@ def model_card(mcfg: ModelConfig, tcfg: TrainConfig, facts: dict[str, Any]) -> s
              + (f" --targets {' '.join(tcfg.targets) or 'none'}" if tuple(tcfg.targets) != ("dem", "landcover")
                 else "")
              + (f" --ema {tcfg.ema:g}" if tcfg.ema else "")
+             + (f" --loss-weights {' '.join(f'{w:g}' for w in tcfg.loss_weights)}"
+                if tcfg.loss_weights != TrainConfig().loss_weights else "")
              + (f" --init-from {tcfg.init_from}" if tcfg.init_from else ""))
+    w = ", ".join(f"{x:g}" for x in tcfg.loss_weights)
+    weights_text = (f"of the paper ({w}, normalised)" if tcfg.loss_weights == TrainConfig().loss_weights
+                    else f"({w}, normalised; the paper's are 1, 0.05, 0.02, 0.001)")
     stage = "the last stage: " if facts.get("notes") else ""
     over = f" with `model_overrides` {tcfg.model_overrides}" if tcfg.model_overrides else ""
     corpus = "real Sentinel-2 samples from several places" if tcfg.data == "multisite" else "GreenEarthNet"
@@ -829,7 +834,7 @@ It is a teaching artefact: tiny, trained briefly on a few small sites. Do not us
 - {facts['steps']} steps in all ({stage}{tcfg.steps} steps of batch {tcfg.batch_size} x {tcfg.grad_accum} \
 accumulation), Adam, peak lr {tcfg.lr:g},
   linear warm-up over {warmup_steps(tcfg.steps, tcfg.warmup_frac)} steps then linear decay to 0, clip {tcfg.clip:g},
-  seed {tcfg.seed}; loss weights of the paper (1, 0.05, 0.02, 0.001, normalised).
+  seed {tcfg.seed}; loss weights {weights_text}.
 - wall time {facts['train_seconds'] / 60:.1f} min on {facts['hardware']}.
 - final loss terms (mean of the last 5 % of steps): total {ft['total']:.4f}, reconstruction
   {ft['reconstruction']:.4f}, uniformity {ft['uniformity']:.4f}, consistency {ft['consistency']:.4f},

@@ -442,6 +442,31 @@ def test_targets_none_trains_a_model_that_decodes_only_its_inputs(tmp_path):
     assert "--targets" not in model_card(res.model.cfg, TrainConfig(), facts)
 
 
+def test_loss_weights_reach_the_objective_the_card_and_its_reproduce_line():
+    """`--loss-weights a b c d`: parsed as numbers, checked, normalised into chapter 19's objective."""
+    from aef_lit.data import GREENEARTHNET_S2
+    from aef_lit.training import model_card
+    from aef_lit.training.loop import build_model_and_objective
+
+    cfg, _ = config_from_args(["--loss-weights", "1", "0.5", "0.02", "0"])
+    assert cfg.loss_weights == (1.0, 0.5, 0.02, 0.0)
+    _, _, objective = build_model_and_objective(cfg, (GREENEARTHNET_S2,))
+    w = objective.weights
+    assert math.isclose(w.a + w.b + w.c + w.d, 1.0) and math.isclose(w.b / w.a, 0.5) and w.d == 0.0
+    for bad in (("1", "2"), ("1", "-1", "0", "0"), ("0", "0", "0", "0"), ("1", "x", "0", "0")):
+        with pytest.raises(ValueError, match="loss_weights"):
+            TrainConfig(loss_weights=bad)
+    facts = {"steps": 2, "train_seconds": 1.0, "hardware": "cpu", "params": 1, "notes": "",
+             "final_terms": dict.fromkeys(("total", "reconstruction", "uniformity", "consistency", "text"), 0.1),
+             "heldout": {"sites": ["sweden"], "rows": 8, "pixels": 100, "model": 0.2, "model_refl": 0.01,
+                         "temporal_mean": 0.3, "temporal_mean_refl": 0.02, "nearest_frame": 0.25,
+                         "nearest_frame_refl": 0.015}}
+    mcfg = get_config("tiny", sources=(GREENEARTHNET_S2,))
+    card = model_card(mcfg, cfg, facts)
+    assert "--loss-weights 1 0.5 0.02 0" in card and "(1, 0.5, 0.02, 0, normalised;" in card
+    assert "--loss-weights" not in model_card(mcfg, TrainConfig(), facts)
+
+
 # --- the command line's help, resume refusals, retired fields -------------------------------------
 def test_every_cli_flag_has_help_and_sits_in_a_config_section():
     from dataclasses import fields

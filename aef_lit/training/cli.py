@@ -24,7 +24,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "model": ("preset", "model_overrides", "tile"),
     "data": ("data", "sites", "frames", "min_span_days", "targets", "text", "captions", "gain", "occlude", "time_shift",
              "workers"),
-    "optimisation": ("batch_size", "grad_accum", "lr", "clip", "seed"),
+    "optimisation": ("batch_size", "grad_accum", "lr", "clip", "seed", "loss_weights"),
     "schedule": ("steps", "warmup_frac"),
     "checkpointing": ("out_dir", "checkpoint_every", "keep_best", "ema", "resume", "init_from"),
     "runtime": ("device", "compile", "bf16", "activation_checkpointing", "progress", "log_every"),

@@ -51,12 +51,12 @@ def build_model_and_objective(cfg: TrainConfig, specs: Sequence[SourceSpec]
                               ) -> tuple[ModelConfig, nn.Module, nn.Module]:
     """The preset's model for the data's sources (chapter 14), and chapter 19's objective."""
     from aef_lit.model import build_model
-    from aef_lit.objective import AEFObjective
+    from aef_lit.objective import AEFObjective, LossWeights
 
     base = get_config(cfg.preset, **cfg.overrides())
     model_cfg = base.replace(tile=cfg.tile or base.tile, sources=tuple(specs))
     model = build_model(model_cfg)
-    return model_cfg, model, AEFObjective(model_cfg)
+    return model_cfg, model, AEFObjective(model_cfg, LossWeights(*cfg.loss_weights))
 
 
 def default_data(cfg: TrainConfig, model_tile: int, info: rt.DistInfo):
