@@ -21,6 +21,9 @@ def main(argv=None) -> int:
     p.add_argument("--base", required=True, help="aef-eval JSON with the baselines and untrained networks")
     p.add_argument("--probe", default="knn3", help="probe (knn1, knn3, linear)")
     p.add_argument("--shots", default="10", help="shots per class (regressions: samples)")
+    p.add_argument("--wide", action="store_true",
+                   help="one row per task, one column per model: the score, and its verdict against the best "
+                        "designed baseline (+ better, = tie, - worse); † marks a leaked task")
     args = p.parse_args(argv)
     base = EvalResult.from_json(args.base)
     summ = base.summary
@@ -44,6 +47,8 @@ def main(argv=None) -> int:
     baselines = [m for m in summ.method.unique() if not m.startswith("untrained") and m not in names
                  and m in _designed()]
     untrained = [m for m in summ.method.unique() if m.startswith("untrained")]
+    if args.wide:
+        return _wide(sel, base, names, baselines, untrained, metric, leaks, rows, args)
     print(f"| task | model | {args.probe} @ {args.shots} | − best baseline | − better untrained |")
     print("|---|---|---|---|---|")
     for task in base.tasks:
@@ -67,6 +72,31 @@ def main(argv=None) -> int:
                 cells.append(f"{d:+.3f} ± {h:.3f} ({ref}, {verdict})")
             mark = "†" if leaks.get((n, task)) else ""
             print(f"| {task}{mark} | {n} | {mean[n]:.3f} | {cells[0]} | {cells[1]} |")
+    return 0
+
+
+def _wide(sel, base, names, baselines, untrained, metric, leaks, rows, args) -> int:
+    """The compact table: tasks down, models across, then the best baseline and untrained network."""
+    print("| task | " + " | ".join(names) + " | best baseline | better untrained |")
+    print("|---|" + "---|" * (len(names) + 2))
+    for task in base.tasks:
+        t = sel[sel.task == task]
+        if t.empty:
+            continue
+        mean = t.groupby("method")[metric[task]].mean()
+        bb = max((m for m in baselines if m in mean), key=lambda m: mean[m], default=None)
+        bu = max((m for m in untrained if m in mean), key=lambda m: mean[m], default=None)
+        cells = []
+        for n in names:
+            if n not in mean:
+                cells.append("–")
+                continue
+            d, h = paired_difference(list(rows), n, bb, metric=metric[task], task=task, probe=args.probe,
+                                     shots=args.shots)
+            mark = "+" if d - h > 0 else ("-" if d + h < 0 else "=")
+            cells.append(f"{mean[n]:.3f} {mark}" + ("†" if leaks.get((n, task)) else ""))
+        ref = [f"{mean[bb]:.3f} ({bb})" if bb else "–", f"{mean[bu]:.3f} ({bu})" if bu else "–"]
+        print(f"| {task} | " + " | ".join(cells + ref) + " |")
     return 0
 
 
