@@ -328,3 +328,23 @@ def test_method_features_are_cached_per_method_and_task(tmp_path):
     for no_cache in (None, ""):
         E.method_features(m, task, no_cache)
     assert len(calls) == 4 and len(list(tmp_path.glob("*.npz"))) == 2
+
+
+def test_lone_pixels_reach_a_raw_model_with_their_cloud_field():
+    """embed_pixels repeats a labelled pixel over one tile: the radiance-under-cloud field (all zero
+    for a pixel whose cloudy frames were dropped) is repeated with it, so a gap_fill="raw" model
+    embeds the pixel as embed_sample embeds the same pixel repeated over a tile."""
+    cfg = get_config("tiny", sources=(GREENEARTHNET_S2,)).replace(gap_fill="raw")
+    torch.manual_seed(0)
+    raw = build_model(cfg).eval()
+    s = E.select_inputs(synthetic_sample((GREENEARTHNET_S2,), height=32, width=32, seed=3), (GREENEARTHNET_S2,))
+    period = (s.time_span()[0], s.time_span()[1] + 1)
+    fr = s.crop(5, 7, 1, 1).sources["s2"]
+    px = Sample(s.site, s.grid.crop(5, 7, 1, 1), {"s2": SourceFrames(
+        fr.values.copy(), fr.times, fr.valid.copy(), name="s2", cloud_values=np.zeros_like(fr.values))}, s.specs)
+    one = E.embed_pixels(raw, [px], [period], 16)[0]
+    rep = np.repeat(np.repeat(fr.values, 16, 2), 16, 3)
+    tiled = Sample(s.site, s.grid.crop(0, 0, 16, 16), {"s2": SourceFrames(
+        rep, fr.times, np.repeat(np.repeat(fr.valid, 16, 1), 16, 2), name="s2",
+        cloud_values=np.zeros_like(rep))}, s.specs)
+    assert np.allclose(one[:, 0, 0], E.embed_sample(raw, tiled, period, tile=16)[:, 8, 8], atol=1e-5)

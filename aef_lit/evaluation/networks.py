@@ -103,7 +103,8 @@ def embed_pixels(model, samples: Sequence[Sample], periods: Sequence[Period], ti
             raise ValueError("embed_pixels takes 1 x 1 samples (labelled pixels)")
         specs = {sp.name: sp for s in chunk for sp in _model_specs(model, s)}
         batch = collate(chunk, list(specs.values()))
-        batch = {k: v.replace(x=v.x.expand(-1, -1, -1, L, L), weight=v.weight.expand(-1, -1, L, L))
+        batch = {k: v.replace(x=v.x.expand(-1, -1, -1, L, L), weight=v.weight.expand(-1, -1, L, L),
+                              cloud=None if v.cloud is None else v.cloud.expand(-1, -1, -1, L, L))
                  for k, v in batch.items()}
         per = torch.tensor(list(periods[s0:s0 + batch_size]), dtype=torch.float64)
         mu = embed(model, batch, per)[:, :, L // 2:L // 2 + 1, L // 2:L // 2 + 1]
