@@ -167,7 +167,7 @@ HELD_OUT_TASKS = ("worldcover_sweden", "slovenia_lulc", "flanders_crops")  # sit
 
 @pytest.mark.real
 @pytest.mark.xfail(reason="open problem (issue 14): at sites it never saw, the shipped model's 10-shot kNN-3 "
-                          "embeddings tie or lose to a designed baseline, and none of eight lever models does better "
+                          "embeddings tie or lose to a designed baseline, and no lever model measured does better "
                           "(lab notes: training levers I and II)", strict=True,
                    raises=AssertionError)  # only the criterion may fail: an import or type error is a bug
 def test_shipped_model_beats_every_baseline_at_three_held_out_sites(eo_real):
