@@ -52,12 +52,9 @@ def main(argv=None) -> int:
     print(f"| task | model | {args.probe} @ {args.shots} | − best baseline | − better untrained |")
     print("|---|---|---|---|---|")
     for task in base.tasks:
-        t = sel[sel.task == task]
-        if t.empty:
+        if (refs := _references(sel, task, metric, baselines, untrained)) is None:
             continue
-        mean = t.groupby("method")[metric[task]].mean()
-        bb = max((m for m in baselines if m in mean), key=lambda m: mean[m], default=None)
-        bu = max((m for m in untrained if m in mean), key=lambda m: mean[m], default=None)
+        mean, bb, bu = refs
         for n in names:
             if n not in mean:
                 continue
@@ -75,17 +72,25 @@ def main(argv=None) -> int:
     return 0
 
 
+def _references(sel, task, metric, baselines, untrained):
+    """Per-method mean score on `task`, its best designed baseline and its better untrained network."""
+    t = sel[sel.task == task]
+    if t.empty:
+        return None
+    mean = t.groupby("method")[metric[task]].mean()
+    bb = max((m for m in baselines if m in mean), key=lambda m: mean[m], default=None)
+    bu = max((m for m in untrained if m in mean), key=lambda m: mean[m], default=None)
+    return mean, bb, bu
+
+
 def _wide(sel, base, names, baselines, untrained, metric, leaks, rows, args) -> int:
     """The compact table: tasks down, models across, then the best baseline and untrained network."""
     print("| task | " + " | ".join(names) + " | best baseline | better untrained |")
     print("|---|" + "---|" * (len(names) + 2))
     for task in base.tasks:
-        t = sel[sel.task == task]
-        if t.empty:
+        if (refs := _references(sel, task, metric, baselines, untrained)) is None:
             continue
-        mean = t.groupby("method")[metric[task]].mean()
-        bb = max((m for m in baselines if m in mean), key=lambda m: mean[m], default=None)
-        bu = max((m for m in untrained if m in mean), key=lambda m: mean[m], default=None)
+        mean, bb, bu = refs
         cells = []
         for n in names:
             if n not in mean:
